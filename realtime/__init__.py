@@ -1,0 +1,1 @@
+"""The Socket.IO edge: the server object, connect authentication, thin event handlers."""

@@ -1,0 +1,1 @@
+"""The REST edge: thin aiohttp handlers, marshmallow schemas, middlewares."""

@@ -1,0 +1,33 @@
+"""The widget's public endpoints: no session; end users are known by external_id."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rest.keys import SERVICES
+from rest.middlewares import load_json, load_query, path_id
+from rest.schemas import WidgetConversationSchema, WidgetHistoryQuerySchema
+
+_open = WidgetConversationSchema()
+_history = WidgetHistoryQuerySchema()
+
+
+async def open_conversation(request: web.Request) -> web.Response:
+    body = await load_json(request, _open)
+    conversation, created = await request.app[SERVICES].conversations.create_or_get_conversation(
+        body["embed_token"],
+        body["external_id"],
+        body["customer_name"],
+        origin=request.headers.get("Origin"),
+        own_origin=f"{request.scheme}://{request.host}",
+    )
+    return web.json_response(conversation, status=201 if created else 200)
+
+
+async def history(request: web.Request) -> web.Response:
+    conversation_id = path_id(request)
+    q = load_query(request, _history)
+    result = await request.app[SERVICES].conversations.widget_history(
+        q["external_id"], conversation_id, q["after_seq"]
+    )
+    return web.json_response(result)

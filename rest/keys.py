@@ -1,0 +1,11 @@
+"""Typed application and request keys."""
+
+from __future__ import annotations
+
+import socketio
+from aiohttp import web
+
+from server.app_services import Services
+
+SERVICES = web.AppKey("services", Services)
+SIO = web.AppKey("sio", socketio.AsyncServer)

@@ -1,0 +1,170 @@
+"""Middlewares: one error renderer, the agent session, CSRF, CORS for the widget's public
+endpoints, and security headers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from aiohttp import web
+from marshmallow import Schema, ValidationError
+
+from rest.keys import SERVICES
+from server.actors import AgentActor
+from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, NotFound
+
+log = logging.getLogger(__name__)
+
+AGENT = "agent"
+SESSION_TOKEN = "session_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+PUBLIC_API_PREFIXES = ("/chat-widget/conversations", "/chat-widget/history/")
+
+
+def error_response(status: int, code: str, message: str, **extra) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
+
+
+def render_domain_error(err: DomainError) -> web.Response:
+    resp = web.json_response({"error": err.to_dict()}, status=err.status)
+    if err.status == 429 and "retry_after_ms" in err.extra:
+        resp.headers["Retry-After"] = str(max(1, -(-err.extra["retry_after_ms"] // 1000)))
+    return resp
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except DomainError as err:
+        return render_domain_error(err)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "text/html":
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status, "http_error"
+        )
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        # Never render str(exception) of an unexpected error to a client.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "Internal error.")
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler):
+    """Loads the agent from the session cookie; guards /api/* (401 JSON, CSRF on unsafe)."""
+    token = request.cookies.get("session")
+    agent = await request.app[SERVICES].auth.agent_for_session(token) if token else None
+    request[AGENT] = agent
+    request[SESSION_TOKEN] = token if agent else None
+    if request.path.startswith("/api/"):
+        if agent is None:
+            raise NotAuthenticated("Login required.")
+        if request.method not in SAFE_METHODS:
+            csrf = request.headers.get("X-CSRFToken")
+            if not request.app[SERVICES].auth.csrf_valid(token, csrf):
+                raise Forbidden("Missing or invalid X-CSRFToken header.")
+    return await handler(request)
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler):
+    """CORS for the widget's public JSON endpoints, which sites and apps call directly.
+
+    Hand-written instead of aiohttp-cors: which origins may open a conversation is decided
+    per embed token by the service (403), so this layer only reflects the Origin and never
+    allows credentials.
+    """
+    public = request.path.startswith(PUBLIC_API_PREFIXES)
+    origin = request.headers.get("Origin")
+    if public and request.method == "OPTIONS" and origin:
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Content-Type",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+    response = await handler(request)
+    if public and origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler):
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if response.content_type == "text/html":
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def middlewares() -> list:
+    return [headers_middleware, cors_middleware, error_middleware, session_middleware]
+
+
+# ---- helpers for handlers -----------------------------------------------------------------
+
+
+def agent_of(request: web.Request) -> AgentActor:
+    agent = request.get(AGENT)
+    if agent is None:
+        raise NotAuthenticated("Login required.")
+    return agent
+
+
+def path_id(request: web.Request, name: str = "conversation_id") -> str:
+    value = request.match_info[name]
+    if not UUID_RE.match(value):
+        # A malformed id names nothing: the same answer as an id that is not yours.
+        raise NotFound("Not found.")
+    return value.lower()
+
+
+def load_query(request: web.Request, schema: Schema) -> dict:
+    raw = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        if len(values) != 1:
+            raise InvalidInput(f"Query parameter {key!r} was given more than once.")
+        raw[key] = values[0]
+    return _load(schema, raw)
+
+
+async def load_json(request: web.Request, schema: Schema, optional: bool = False) -> dict:
+    body = await request.read()
+    if not body.strip():
+        if optional:
+            return _load(schema, {})
+        raise InvalidInput("A JSON body is required.")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("The body must be a JSON object.")
+    return _load(schema, data)
+
+
+def _load(schema: Schema, data: dict) -> dict:
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        fields = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
+        first = next(iter(fields.items()))
+        detail = first[1][0] if isinstance(first[1], list) and first[1] else first[1]
+        raise InvalidInput(f"{first[0]}: {detail}", fields=fields) from None

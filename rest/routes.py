@@ -1,0 +1,43 @@
+"""Every HTTP route of the platform, in one table."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rest.handlers import admin, auth, conversations, health, widget
+
+CONV = "/api/conversations/{conversation_id}"
+
+
+async def _root(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/inbox")
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/", _root)
+    r.add_get("/healthz", health.healthz)
+    r.add_get("/auth/login", auth.login_form)
+    r.add_post("/auth/login", auth.login)
+    r.add_post("/auth/logout", auth.logout)
+    r.add_get("/inbox", auth.inbox)
+    r.add_get("/api/me", auth.me)
+
+    r.add_get("/api/conversations/", conversations.list_conversations)
+    r.add_get("/api/conversations", conversations.list_conversations)
+    r.add_get(CONV, conversations.get_conversation)
+    r.add_get(CONV + "/messages", conversations.list_messages)
+    r.add_post(CONV + "/assign", conversations.assign)
+    r.add_post(CONV + "/resolve", conversations.resolve)
+    r.add_post(CONV + "/tags", conversations.set_tags)
+
+    r.add_get("/api/admin/users", admin.list_users)
+    r.add_post("/api/admin/users", admin.create_user)
+    r.add_get("/api/admin/channels", admin.list_channels)
+    r.add_post("/api/admin/channels", admin.create_channel)
+    r.add_get("/api/admin/embed-tokens", admin.list_embed_tokens)
+    r.add_post("/api/admin/embed-tokens", admin.create_embed_token)
+    r.add_post("/api/admin/embed-tokens/{token_id}/revoke", admin.revoke_embed_token)
+
+    r.add_post("/chat-widget/conversations", widget.open_conversation)
+    r.add_get("/chat-widget/history/{conversation_id}", widget.history)

@@ -1,0 +1,83 @@
+"""marshmallow schemas for REST bodies and query strings (unknown fields refused)."""
+
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from realtime.schemas import UUID_RE
+
+Tag = fields.String(validate=validate.Length(min=1, max=50))
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ConversationListQuerySchema(Strict):
+    filter = fields.String(
+        load_default="unassigned", validate=validate.OneOf(("unassigned", "mine", "all"))
+    )
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class HistoryQuerySchema(Strict):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    after_seq = fields.Integer(load_default=None, validate=validate.Range(min=0))
+
+
+class WidgetHistoryQuerySchema(Strict):
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    after_seq = fields.Integer(load_default=None, validate=validate.Range(min=0))
+
+
+class ResolveSchema(Strict):
+    tags = fields.List(Tag, load_default=list, validate=validate.Length(max=50))
+
+
+class TagsSchema(Strict):
+    tags = fields.List(Tag, required=True, validate=validate.Length(max=50))
+
+
+class LoginSchema(Strict):
+    email = fields.String(required=True, validate=validate.Length(min=3, max=320))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class LoginFormSchema(LoginSchema):
+    csrf_token = fields.String(load_default=None)
+    next = fields.String(load_default=None)
+
+
+class WidgetConversationSchema(Strict):
+    embed_token = fields.String(required=True, validate=validate.Length(min=4, max=200))
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    customer_name = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=200)
+    )
+
+
+class CreateUserSchema(Strict):
+    email = fields.Email(required=True)
+    password = fields.String(required=True, validate=validate.Length(min=8, max=1024))
+    role = fields.String(load_default="agent", validate=validate.OneOf(("owner", "admin", "agent")))
+    display_name = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=200)
+    )
+
+
+class CreateChannelSchema(Strict):
+    type = fields.String(required=True, validate=validate.OneOf(("webchat", "mobile_sdk")))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class CreateEmbedTokenSchema(Strict):
+    channel_id = fields.String(required=True, validate=validate.Regexp(UUID_RE))
+    name = fields.String(load_default="Web chat", validate=validate.Length(min=1, max=200))
+    allowed_origins = fields.List(
+        fields.String(validate=validate.Length(max=300)),
+        load_default=list,
+        validate=validate.Length(max=50),
+    )

@@ -1,0 +1,1 @@
+"""The chat platform's composition root and domain: settings, services, events, CLI."""

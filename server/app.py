@@ -1,0 +1,38 @@
+"""create_app(settings): the one composition root. Builds the database engine, Redis, the
+services, the Socket.IO server and the REST routes, and ties their lifecycles to the app."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from realtime.namespace import ChatNamespace
+from realtime.server import create_sio
+from rest.keys import SERVICES, SIO
+from rest.middlewares import middlewares
+from rest.routes import setup_routes
+from server.app_services import Services, build_services
+from server.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or Settings.from_env()
+    services = build_services(settings)
+    app = web.Application(middlewares=middlewares(), client_max_size=256 * 1024)
+    app[SERVICES] = services
+
+    sio = create_sio(settings)
+    sio.register_namespace(ChatNamespace(services))
+    services.publisher.bind(sio.emit)
+    sio.attach(app)
+    app[SIO] = sio
+
+    setup_routes(app)
+    app.cleanup_ctx.append(_services_ctx)
+    return app
+
+
+async def _services_ctx(app: web.Application):
+    services: Services = app[SERVICES]
+    await services.start()
+    yield
+    await services.close()

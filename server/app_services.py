@@ -1,0 +1,68 @@
+"""The service container the composition root builds; edges receive it, never globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from server.db import Database, create_engine
+from server.publisher import Publisher
+from server.services.auth import AuthService
+from server.services.conversations import ConversationService
+from server.services.orgs import OrgService
+from server.services.presence import MemoryPresenceStore, PresenceService, RedisPresenceStore
+from server.services.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from server.services.typing import TypingService
+from server.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    publisher: Publisher
+    redis: Any
+    limiter: RateLimiter
+    presence: PresenceService
+    typing: TypingService
+    conversations: ConversationService
+    auth: AuthService
+    orgs: OrgService
+
+    async def start(self) -> None:
+        await self.presence.start()
+
+    async def close(self) -> None:
+        try:
+            await self.presence.stop()
+        finally:
+            await self.db.dispose()
+            if self.redis is not None:
+                await self.redis.aclose()
+
+
+def build_services(settings: Settings) -> Services:
+    publisher = Publisher()
+    db = Database(create_engine(settings.database_url), publisher)
+    redis = None
+    if settings.redis_url:
+        redis = aioredis.from_url(settings.redis_url)
+        limiter: RateLimiter = RedisRateLimiter(redis)
+        presence_store = RedisPresenceStore(redis, settings.presence_ttl_seconds)
+    else:
+        limiter = MemoryRateLimiter()
+        presence_store = MemoryPresenceStore()
+    return Services(
+        settings=settings,
+        db=db,
+        publisher=publisher,
+        redis=redis,
+        limiter=limiter,
+        presence=PresenceService(presence_store, publisher),
+        typing=TypingService(publisher, settings.typing_timeout_seconds),
+        conversations=ConversationService(db),
+        auth=AuthService(db, limiter, settings),
+        orgs=OrgService(db),
+    )

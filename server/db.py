@@ -1,0 +1,82 @@
+"""The database engine and the unit of work: one AsyncSession and one transaction per use case.
+
+Events a use case produces are collected on the unit of work and handed to the publisher only
+after the commit succeeds; on rollback they are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+if TYPE_CHECKING:
+    from server.events import Event
+    from server.publisher import Publisher
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    if database_url.startswith("sqlite"):
+        # SQLite allows one writer; one pooled connection serialises transactions in the
+        # process instead of failing them with "database is locked".
+        engine = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=60)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(database_url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+
+
+@dataclass
+class UnitOfWork:
+    session: AsyncSession
+    events: list[Event] = field(default_factory=list)
+
+    def emit(self, ev: Event) -> None:
+        self.events.append(ev)
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine, publisher: Publisher | None = None) -> None:
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        self.publisher = publisher
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
+        """One transaction; its events are published after a successful commit."""
+        async with self.sessions() as session:
+            async with session.begin():
+                uow = UnitOfWork(session)
+                yield uow
+        if uow.events and self.publisher is not None:
+            await self.publisher.publish(uow.events)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            async with session.begin():
+                yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,603 @@
+"""ConversationService: the one home of the conversation rules.
+
+Every load is scoped to the actor: an agent sees only their organization's conversations, an
+end user only the conversation whose end user's external_id they hold. "Not yours" and "does
+not exist" are the same NotFound. Events are collected in the transaction and published after
+commit, so a client never sees what was not stored, and an ack means the message is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, exists, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from models import Conversation, ConversationSession, EmbedToken, EndUser, Message
+from models.base import new_id, utcnow
+from server import events, rooms
+from server.actors import Actor, AgentActor, EndUserActor
+from server.db import Database
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.security import sha256_hex
+
+LIST_FILTERS = ("unassigned", "mine", "all")
+WIDGET_HISTORY_LIMIT = 100
+REPLAY_BATCH = 500
+
+_C = Conversation.__table__
+_S = ConversationSession.__table__
+_E = EndUser.__table__
+_M = Message.__table__
+_T = EmbedToken.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFacts:
+    """What the real-time layer may cache about a socket's right to a conversation."""
+
+    id: str
+    organization_id: str
+    end_user_external_id: str
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    conversation_id: str
+    content: str
+    content_type: str = "text"
+    rich_media: dict | None = None
+    client_message_id: str | None = None
+
+
+def _session_shape(row: Any) -> dict[str, Any] | None:
+    if row.session_id is None:
+        return None
+    return {
+        "id": row.session_id,
+        "status": row.session_status,
+        "assigned_agent_id": row.assigned_agent_id,
+        "tags": list(row.tags or []),
+    }
+
+
+def conversation_shape(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "end_user": {
+            "id": row.end_user_id,
+            "display_name": row.display_name,
+            "external_id": row.external_id,
+        },
+        "channel_id": row.channel_id,
+        "active_session": _session_shape(row),
+        "created_at": events.iso(row.created_at),
+        "updated_at": events.iso(row.updated_at),
+    }
+
+
+def _conversation_select():
+    open_session = and_(_S.c.conversation_id == _C.c.id, _S.c.status == "open")
+    return select(
+        _C.c.id,
+        _C.c.organization_id,
+        _C.c.channel_id,
+        _C.c.created_at,
+        _C.c.updated_at,
+        _C.c.last_seq,
+        _E.c.id.label("end_user_id"),
+        _E.c.external_id,
+        _E.c.display_name,
+        _S.c.id.label("session_id"),
+        _S.c.status.label("session_status"),
+        _S.c.assigned_agent_id,
+        _S.c.tags,
+    ).select_from(_C.join(_E, _E.c.id == _C.c.end_user_id).outerjoin(_S, open_session))
+
+
+def _scope(stmt, actor: Actor, conversation_id: str):
+    stmt = stmt.where(_C.c.id == conversation_id)
+    if isinstance(actor, AgentActor):
+        return stmt.where(_C.c.organization_id == actor.organization_id)
+    return stmt.where(_E.c.external_id == actor.external_id)
+
+
+def _may_act_on(actor: Actor, assigned_agent_id: str | None) -> bool:
+    """An agent of role `agent` may not act on a session another agent holds."""
+    if not isinstance(actor, AgentActor) or actor.is_admin:
+        return True
+    return assigned_agent_id is None or assigned_agent_id == actor.user_id
+
+
+def normalize_tags(tags: list[str]) -> list[str]:
+    seen: list[str] = []
+    for tag in tags:
+        t = tag.strip()
+        if t and t not in seen:
+            seen.append(t)
+    return seen
+
+
+class ConversationService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    async def _load(self, session, actor: Actor, conversation_id: str):
+        row = (
+            await session.execute(_scope(_conversation_select(), actor, conversation_id))
+        ).first()
+        if row is None:
+            raise NotFound("Conversation not found.")
+        return row
+
+    async def facts(self, actor: Actor, conversation_id: str) -> ConversationFacts:
+        """Check that the actor may use the conversation. Raises NotFound."""
+        stmt = _scope(
+            select(_C.c.id, _C.c.organization_id, _E.c.external_id, _C.c.last_seq).select_from(
+                _C.join(_E, _E.c.id == _C.c.end_user_id)
+            ),
+            actor,
+            conversation_id,
+        )
+        async with self.db.read() as session:
+            row = (await session.execute(stmt)).first()
+        if row is None:
+            raise NotFound("Conversation not found.")
+        return ConversationFacts(row.id, row.organization_id, row.external_id, row.last_seq)
+
+    async def get_conversation(self, actor: AgentActor, conversation_id: str) -> dict[str, Any]:
+        async with self.db.read() as session:
+            return conversation_shape(await self._load(session, actor, conversation_id))
+
+    async def list_conversations(
+        self, actor: AgentActor, filter: str = "unassigned", limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        if filter not in LIST_FILTERS:
+            raise InvalidInput("filter must be one of unassigned, mine, all.")
+        stmt = _conversation_select().where(_C.c.organization_id == actor.organization_id)
+        if filter == "unassigned":
+            stmt = stmt.where(_S.c.id.is_not(None), _S.c.assigned_agent_id.is_(None))
+        elif filter == "mine":
+            stmt = stmt.where(_S.c.assigned_agent_id == actor.user_id)
+        stmt = stmt.order_by(_C.c.updated_at.desc(), _C.c.id).limit(limit).offset(offset)
+        async with self.db.read() as session:
+            rows = (await session.execute(stmt)).all()
+        return [conversation_shape(r) for r in rows]
+
+    # ---- opening a conversation (widget, native apps) ------------------------------------
+
+    async def create_or_get_conversation(
+        self,
+        embed_token: str,
+        external_id: str,
+        customer_name: str | None = None,
+        origin: str | None = None,
+        own_origin: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Open (or find) the visitor's conversation on the token's channel.
+
+        Raises Forbidden for an unknown or revoked token, or a browser Origin outside the
+        token's allowed origins. Returns (conversation, created).
+        """
+        token = await self.embed_token(embed_token)
+        if token is None:
+            raise Forbidden("Embed token invalid.")
+        allowed = token.allowed_origins or []
+        if origin and allowed and origin.rstrip("/") not in allowed and origin != own_origin:
+            raise Forbidden("Origin not allowed for this embed token.")
+        for attempt in range(3):
+            try:
+                return await self._create_or_get(token, external_id, customer_name)
+            except IntegrityError:
+                # Two first requests of one visitor raced; the loser finds the winner's rows.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def embed_token(self, token: str):
+        """The live token row (organization, channel, allowed origins), or None."""
+        stmt = select(_T).where(_T.c.token_hash == sha256_hex(token), _T.c.revoked_at.is_(None))
+        async with self.db.read() as session:
+            return (await session.execute(stmt)).first()
+
+    async def _create_or_get(self, token, external_id: str, customer_name: str | None):
+        created = False
+        async with self.db.unit_of_work() as uow:
+            s = uow.session
+            user = (
+                await s.execute(
+                    select(_E.c.id, _E.c.display_name).where(
+                        _E.c.channel_id == token.channel_id, _E.c.external_id == external_id
+                    )
+                )
+            ).first()
+            if user is None:
+                end_user_id = new_id()
+                await s.execute(
+                    insert(_E).values(
+                        id=end_user_id,
+                        organization_id=token.organization_id,
+                        channel_id=token.channel_id,
+                        external_id=external_id,
+                        display_name=customer_name,
+                        created_at=utcnow(),
+                    )
+                )
+            else:
+                end_user_id = user.id
+                if customer_name and customer_name != user.display_name:
+                    await s.execute(
+                        update(_E).where(_E.c.id == end_user_id).values(display_name=customer_name)
+                    )
+            conv_id = (
+                await s.execute(
+                    select(_C.c.id).where(
+                        _C.c.channel_id == token.channel_id, _C.c.end_user_id == end_user_id
+                    )
+                )
+            ).scalar()
+            if conv_id is None:
+                conv_id = new_id()
+                now = utcnow()
+                await s.execute(
+                    insert(_C).values(
+                        id=conv_id,
+                        organization_id=token.organization_id,
+                        channel_id=token.channel_id,
+                        end_user_id=end_user_id,
+                        last_seq=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                created = True
+            row = (await s.execute(_conversation_select().where(_C.c.id == conv_id))).one()
+        return conversation_shape(row), created
+
+    # ---- messages ------------------------------------------------------------------------
+
+    async def send_message(self, actor: Actor, msg: NewMessage) -> tuple[dict[str, Any], bool]:
+        """Store a message and publish it.
+
+        Actor: an agent of the conversation's organization, or the end user holding its
+        external_id. Locks the conversation row (seq allocation) for the transaction.
+        Raises NotFound, Forbidden (an agent writing into another agent's session).
+        Emits message_received (conv room), conversation_updated (org queue), and
+        conversation_assigned when an agent's message reopens a resolved conversation.
+        Returns (message, created); a retry with a known client_message_id returns the
+        original with created=False and emits nothing.
+        """
+        if msg.client_message_id:
+            existing = await self._find_client_message(actor, msg)
+            if existing is not None:
+                return existing, False
+        try:
+            return await self._store_message(actor, msg), True
+        except IntegrityError:
+            # A concurrent retry with the same client_message_id won the insert.
+            if msg.client_message_id:
+                existing = await self._find_client_message(actor, msg)
+                if existing is not None:
+                    return existing, False
+            raise
+
+    async def _find_client_message(self, actor: Actor, msg: NewMessage) -> dict[str, Any] | None:
+        stmt = _scope(
+            select(_M).select_from(
+                _M.join(_C, _C.c.id == _M.c.conversation_id).join(_E, _E.c.id == _C.c.end_user_id)
+            ),
+            actor,
+            msg.conversation_id,
+        ).where(
+            _M.c.sender_type == actor.sender_type,
+            _M.c.sender_id == actor.sender_id,
+            _M.c.client_message_id == msg.client_message_id,
+        )
+        async with self.db.read() as session:
+            row = (await session.execute(stmt)).first()
+        return events.message_public(row) if row else None
+
+    async def _store_message(self, actor: Actor, msg: NewMessage) -> dict[str, Any]:
+        now = utcnow()
+        async with self.db.unit_of_work() as uow:
+            s = uow.session
+            # The scope check and the seq allocation are one statement: the UPDATE takes the
+            # conversation's row lock, so concurrent senders on any process get gap-free seqs.
+            scope = _C.c.id == msg.conversation_id
+            if isinstance(actor, AgentActor):
+                scope = and_(scope, _C.c.organization_id == actor.organization_id)
+            else:
+                scope = and_(
+                    scope,
+                    exists().where(
+                        _E.c.id == _C.c.end_user_id, _E.c.external_id == actor.external_id
+                    ),
+                )
+            bumped = (
+                await s.execute(
+                    update(_C)
+                    .where(scope)
+                    .values(last_seq=_C.c.last_seq + 1, updated_at=now)
+                    .returning(_C.c.last_seq, _C.c.organization_id)
+                )
+            ).first()
+            if bumped is None:
+                raise NotFound("Conversation not found.")
+            seq, org_id = bumped
+            sess = (
+                await s.execute(
+                    select(_S.c.id, _S.c.assigned_agent_id, _S.c.first_message_at).where(
+                        _S.c.conversation_id == msg.conversation_id, _S.c.status == "open"
+                    )
+                )
+            ).first()
+            if sess is None:
+                # The first message, or the first after a resolve, opens a new session. An
+                # agent who writes into a resolved conversation takes the new session.
+                session_id = new_id()
+                agent_id = actor.user_id if isinstance(actor, AgentActor) else None
+                await s.execute(
+                    insert(_S).values(
+                        id=session_id,
+                        conversation_id=msg.conversation_id,
+                        organization_id=org_id,
+                        status="open",
+                        assigned_agent_id=agent_id,
+                        tags=[],
+                        first_message_at=now,
+                        assigned_at=now if agent_id else None,
+                        created_at=now,
+                    )
+                )
+                if agent_id:
+                    uow.emit(events.conversation_assigned(org_id, msg.conversation_id, agent_id))
+            else:
+                session_id = sess.id
+                if not _may_act_on(actor, sess.assigned_agent_id):
+                    raise Forbidden("This conversation is assigned to another agent.")
+                if sess.first_message_at is None:
+                    await s.execute(
+                        update(_S).where(_S.c.id == session_id).values(first_message_at=now)
+                    )
+            message = {
+                "id": new_id(),
+                "conversation_id": msg.conversation_id,
+                "session_id": session_id,
+                "seq": seq,
+                "sender_type": actor.sender_type,
+                "sender_id": actor.sender_id,
+                "content_type": msg.content_type,
+                "content": msg.content,
+                "rich_media": msg.rich_media,
+                "read_by": {},
+                "created_at": events.iso(now),
+            }
+            await s.execute(
+                insert(_M).values(
+                    id=message["id"],
+                    conversation_id=msg.conversation_id,
+                    session_id=session_id,
+                    seq=seq,
+                    sender_type=actor.sender_type,
+                    sender_id=actor.sender_id,
+                    client_message_id=msg.client_message_id,
+                    content_type=msg.content_type,
+                    content=msg.content,
+                    rich_media=msg.rich_media,
+                    read_by={},
+                    created_at=now,
+                )
+            )
+            uow.emit(events.message_received(message))
+            uow.emit(events.conversation_updated(org_id, message))
+        return message
+
+    async def history(
+        self,
+        actor: Actor,
+        conversation_id: str,
+        limit: int = 50,
+        offset: int = 0,
+        after_seq: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Messages in seq order.
+
+        Without after_seq: the newest `limit` messages, skipping the `offset` newest, oldest
+        first. With after_seq: the first `limit` messages after it (skipping `offset`).
+        """
+        async with self.db.read() as session:
+            await self._load(session, actor, conversation_id)
+            stmt = select(_M).where(_M.c.conversation_id == conversation_id)
+            if after_seq is not None:
+                stmt = stmt.where(_M.c.seq > after_seq).order_by(_M.c.seq.asc())
+                rows = (await session.execute(stmt.limit(limit).offset(offset))).all()
+            else:
+                stmt = stmt.order_by(_M.c.seq.desc()).limit(limit).offset(offset)
+                rows = list(reversed((await session.execute(stmt)).all()))
+        return [events.message_public(r) for r in rows]
+
+    async def widget_history(
+        self, external_id: str, conversation_id: str, after_seq: int | None = None
+    ) -> list[dict[str, Any]]:
+        rows = await self.history(
+            EndUserActor(external_id), conversation_id, WIDGET_HISTORY_LIMIT, 0, after_seq
+        )
+        for r in rows:
+            del r["session_id"]
+            del r["read_by"]
+        return rows
+
+    async def messages_after(
+        self, actor: Actor, conversation_id: str, after_seq: int, limit: int = REPLAY_BATCH
+    ) -> list[dict[str, Any]]:
+        """For replay on reconnect: messages with seq > after_seq, oldest first."""
+        return await self.history(actor, conversation_id, limit, 0, after_seq)
+
+    async def mark_read(
+        self, actor: Actor, conversation_id: str, message_ids: list[str]
+    ) -> list[str]:
+        """Record that the actor read these messages of the conversation.
+
+        Every id must belong to the conversation (else InvalidInput, nothing changes). The
+        actor's own messages are skipped; a first read time is kept. Emits messages_read to
+        the conversation room with the ids that changed. Returns those ids.
+        """
+        now = utcnow()
+        reader = actor.sender_id
+        changed: list[str] = []
+        async with self.db.unit_of_work() as uow:
+            s = uow.session
+            await self._load(s, actor, conversation_id)
+            rows = (
+                await s.execute(
+                    select(_M.c.id, _M.c.sender_type, _M.c.sender_id, _M.c.read_by)
+                    .where(_M.c.conversation_id == conversation_id, _M.c.id.in_(message_ids))
+                    .with_for_update()
+                )
+            ).all()
+            if len(rows) != len(set(message_ids)):
+                raise InvalidInput("Some message_ids are not messages of this conversation.")
+            for row in rows:
+                if row.sender_type == actor.sender_type and row.sender_id == reader:
+                    continue
+                read_by = dict(row.read_by or {})
+                if reader in read_by:
+                    continue
+                read_by[reader] = events.iso(now)
+                await s.execute(update(_M).where(_M.c.id == row.id).values(read_by=read_by))
+                changed.append(row.id)
+            if changed:
+                uow.emit(
+                    events.messages_read(conversation_id, changed, actor.sender_type, reader, now)
+                )
+        return changed
+
+    # ---- assignment and resolution -------------------------------------------------------
+
+    async def assign_conversation(self, actor: AgentActor, conversation_id: str) -> dict[str, Any]:
+        """The calling agent claims the conversation's open session.
+
+        Atomic (UPDATE ... WHERE assigned_agent_id IS NULL), so two agents racing get one
+        winner. Raises NotFound, Conflict (no open session, or held by another agent).
+        Emits conversation_assigned to the org queue. Claiming one's own is a no-op.
+        """
+        now = utcnow()
+        async with self.db.unit_of_work() as uow:
+            s = uow.session
+            claimed = (
+                await s.execute(
+                    update(_S)
+                    .where(
+                        _S.c.conversation_id == conversation_id,
+                        _S.c.organization_id == actor.organization_id,
+                        _S.c.status == "open",
+                        _S.c.assigned_agent_id.is_(None),
+                    )
+                    .values(assigned_agent_id=actor.user_id, assigned_at=now)
+                    .returning(_S.c.id)
+                )
+            ).first()
+            if claimed is not None:
+                uow.emit(
+                    events.conversation_assigned(
+                        actor.organization_id, conversation_id, actor.user_id
+                    )
+                )
+                return {
+                    "id": conversation_id,
+                    "assigned_agent_id": actor.user_id,
+                    "assigned_at": events.iso(now),
+                }
+            row = await self._load(s, actor, conversation_id)
+            if row.session_id is None:
+                raise Conflict("The conversation has no open session to assign.")
+            if row.assigned_agent_id != actor.user_id:
+                raise Conflict("The conversation is already assigned to another agent.")
+            assigned_at = (
+                await s.execute(select(_S.c.assigned_at).where(_S.c.id == row.session_id))
+            ).scalar()
+            return {
+                "id": conversation_id,
+                "assigned_agent_id": actor.user_id,
+                "assigned_at": events.iso(assigned_at),
+            }
+
+    async def _open_session_for_update(self, s, actor: AgentActor, conversation_id: str):
+        await self._load(s, actor, conversation_id)
+        sess = (
+            await s.execute(
+                select(_S.c.id, _S.c.assigned_agent_id, _S.c.tags)
+                .where(
+                    _S.c.conversation_id == conversation_id,
+                    _S.c.organization_id == actor.organization_id,
+                    _S.c.status == "open",
+                )
+                .with_for_update()
+            )
+        ).first()
+        if sess is None:
+            raise Conflict("No open session: the conversation is already resolved.")
+        if not _may_act_on(actor, sess.assigned_agent_id):
+            raise Forbidden("This conversation is assigned to another agent.")
+        return sess
+
+    async def resolve(
+        self, actor: AgentActor, conversation_id: str, tags: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Close the open session, adding the given tags to those it has.
+
+        Raises NotFound, Conflict (already resolved), Forbidden (an agent resolving another
+        agent's session). Emits conversation_resolved to the org queue and the conv room.
+        """
+        now = utcnow()
+        async with self.db.unit_of_work() as uow:
+            s = uow.session
+            sess = await self._open_session_for_update(s, actor, conversation_id)
+            final_tags = normalize_tags(list(sess.tags or []) + list(tags or []))
+            await s.execute(
+                update(_S)
+                .where(_S.c.id == sess.id)
+                .values(status="resolved", resolved_at=now, tags=final_tags)
+            )
+            await s.execute(update(_C).where(_C.c.id == conversation_id).values(updated_at=now))
+            # One emit to both rooms: an agent in both receives it once.
+            both = [rooms.org_queue(actor.organization_id), rooms.conversation(conversation_id)]
+            uow.emit(events.conversation_resolved(both, conversation_id, sess.id, final_tags, now))
+        return {
+            "id": conversation_id,
+            "session_id": sess.id,
+            "status": "resolved",
+            "tags": final_tags,
+            "resolved_at": events.iso(now),
+        }
+
+    async def set_tags(
+        self, actor: AgentActor, conversation_id: str, tags: list[str]
+    ) -> dict[str, Any]:
+        """Replace the open session's tags. Raises NotFound, Conflict, Forbidden."""
+        async with self.db.unit_of_work() as uow:
+            s = uow.session
+            sess = await self._open_session_for_update(s, actor, conversation_id)
+            await s.execute(update(_S).where(_S.c.id == sess.id).values(tags=normalize_tags(tags)))
+            row = await self._load(s, actor, conversation_id)
+        return conversation_shape(row)
+
+    async def counts(self, actor: AgentActor) -> dict[str, int]:
+        """Open conversations per inbox filter, for badges."""
+        base = (
+            select(func.count())
+            .select_from(_S)
+            .where(_S.c.organization_id == actor.organization_id, _S.c.status == "open")
+        )
+        async with self.db.read() as session:
+            unassigned = (
+                await session.execute(base.where(_S.c.assigned_agent_id.is_(None)))
+            ).scalar()
+            mine = (
+                await session.execute(base.where(_S.c.assigned_agent_id == actor.user_id))
+            ).scalar()
+        return {"unassigned": int(unassigned or 0), "mine": int(mine or 0)}

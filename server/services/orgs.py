@@ -1,0 +1,289 @@
+"""Organizations, agents, channels and embed tokens: the operator's and admins' use cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from models import Channel, EmbedToken, Organization, User
+from models.base import new_id, utcnow
+from server.actors import AgentActor
+from server.db import Database
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.events import iso
+from server.security import hash_password, new_embed_token, sha256_hex
+from server.services.auth import user_public
+
+_O = Organization.__table__
+_U = User.__table__
+_Ch = Channel.__table__
+_T = EmbedToken.__table__
+
+ROLES = ("owner", "admin", "agent")
+MIN_PASSWORD = 8
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"Password must be at least {MIN_PASSWORD} characters.")
+
+
+def normalize_origin(origin: str) -> str:
+    o = origin.strip().rstrip("/")
+    if not (o.startswith("http://") or o.startswith("https://")) or "/" in o.split("://", 1)[1]:
+        raise InvalidInput(f"Allowed origin must look like https://example.com, got {origin!r}.")
+    return o
+
+
+def token_public(row) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "channel_id": row.channel_id,
+        "name": row.name,
+        "token_prefix": row.token_prefix,
+        "allowed_origins": list(row.allowed_origins or []),
+        "revoked_at": iso(row.revoked_at),
+        "created_at": iso(row.created_at),
+    }
+
+
+def channel_public(row) -> dict[str, Any]:
+    return {"id": row.id, "type": row.type, "name": row.name, "created_at": iso(row.created_at)}
+
+
+class OrgService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def bootstrap(
+        self, org_name: str, email: str, password: str, allowed_origins: list[str] | None = None
+    ) -> dict[str, str]:
+        """Create (or reuse) the organization, its owner and a webchat channel, and issue a
+        new embed token. The token is returned once; only its hash is stored."""
+        email = email.strip().lower()
+        origins = [normalize_origin(o) for o in (allowed_origins or [])]
+        token = new_embed_token()
+        now = utcnow()
+        async with self.db.unit_of_work() as uow:
+            s = uow.session
+            org_id = (await s.execute(select(_O.c.id).where(_O.c.name == org_name))).scalar()
+            if org_id is None:
+                org_id = new_id()
+                await s.execute(insert(_O).values(id=org_id, name=org_name, created_at=now))
+            user = (await s.execute(select(_U).where(_U.c.email == email))).first()
+            if user is None:
+                _check_password(password)
+                user_id = new_id()
+                await s.execute(
+                    insert(_U).values(
+                        id=user_id,
+                        organization_id=org_id,
+                        email=email,
+                        display_name=email.split("@")[0],
+                        password_hash=hash_password(password),
+                        role="owner",
+                        created_at=now,
+                    )
+                )
+            elif user.organization_id != org_id:
+                raise Conflict(f"{email} already belongs to another organization.")
+            else:
+                user_id = user.id
+            channel_id = (
+                await s.execute(
+                    select(_Ch.c.id)
+                    .where(_Ch.c.organization_id == org_id, _Ch.c.type == "webchat")
+                    .order_by(_Ch.c.created_at)
+                    .limit(1)
+                )
+            ).scalar()
+            if channel_id is None:
+                channel_id = new_id()
+                await s.execute(
+                    insert(_Ch).values(
+                        id=channel_id,
+                        organization_id=org_id,
+                        type="webchat",
+                        name="Web chat",
+                        created_at=now,
+                    )
+                )
+            await self._insert_token(s, org_id, channel_id, "Default", token, origins)
+        return {
+            "org_id": org_id,
+            "user_id": user_id,
+            "channel_id": channel_id,
+            "embed_token": token,
+        }
+
+    async def _insert_token(self, s, org_id, channel_id, name, token, origins) -> str:
+        token_id = new_id()
+        await s.execute(
+            insert(_T).values(
+                id=token_id,
+                organization_id=org_id,
+                channel_id=channel_id,
+                name=name,
+                token_hash=sha256_hex(token),
+                token_prefix=token[:8],
+                allowed_origins=origins,
+                created_at=utcnow(),
+            )
+        )
+        return token_id
+
+    async def add_user(
+        self, org_id: str, email: str, password: str, role: str, display_name: str | None = None
+    ) -> dict[str, Any]:
+        """Operator path (CLI): add an agent to an organization."""
+        if role not in ROLES:
+            raise InvalidInput("role must be one of owner, admin, agent.")
+        _check_password(password)
+        email = email.strip().lower()
+        if "@" not in email:
+            raise InvalidInput("email must be an email address.")
+        user_id = new_id()
+        try:
+            async with self.db.unit_of_work() as uow:
+                s = uow.session
+                if (await s.execute(select(_O.c.id).where(_O.c.id == org_id))).first() is None:
+                    raise NotFound("Organization not found.")
+                await s.execute(
+                    insert(_U).values(
+                        id=user_id,
+                        organization_id=org_id,
+                        email=email,
+                        display_name=display_name or email.split("@")[0],
+                        password_hash=hash_password(password),
+                        role=role,
+                        created_at=utcnow(),
+                    )
+                )
+        except IntegrityError:
+            raise Conflict("A user with this email already exists.") from None
+        return {"user_id": user_id, "organization_id": org_id, "email": email, "role": role}
+
+    # ---- admin use cases (owner/admin agents of the organization) ---------------------
+
+    @staticmethod
+    def _require_admin(actor: AgentActor) -> None:
+        if not actor.is_admin:
+            raise Forbidden("Your role does not allow this.")
+
+    async def list_users(self, actor: AgentActor) -> list[dict[str, Any]]:
+        async with self.db.read() as s:
+            rows = (
+                await s.execute(
+                    select(_U)
+                    .where(_U.c.organization_id == actor.organization_id)
+                    .order_by(_U.c.email)
+                )
+            ).all()
+        return [user_public(r) for r in rows]
+
+    async def create_user(
+        self, actor: AgentActor, email: str, password: str, role: str, display_name: str | None
+    ) -> dict[str, Any]:
+        """Owners add anyone; admins add agents and admins. Raises Forbidden, Conflict."""
+        self._require_admin(actor)
+        if role == "owner" and actor.role != "owner":
+            raise Forbidden("Only an owner can add an owner.")
+        created = await self.add_user(actor.organization_id, email, password, role, display_name)
+        async with self.db.read() as s:
+            row = (await s.execute(select(_U).where(_U.c.id == created["user_id"]))).one()
+        return user_public(row)
+
+    async def list_channels(self, actor: AgentActor) -> list[dict[str, Any]]:
+        async with self.db.read() as s:
+            rows = (
+                await s.execute(
+                    select(_Ch)
+                    .where(_Ch.c.organization_id == actor.organization_id)
+                    .order_by(_Ch.c.created_at)
+                )
+            ).all()
+        return [channel_public(r) for r in rows]
+
+    async def create_channel(self, actor: AgentActor, type: str, name: str) -> dict[str, Any]:
+        self._require_admin(actor)
+        channel_id = new_id()
+        async with self.db.unit_of_work() as uow:
+            await uow.session.execute(
+                insert(_Ch).values(
+                    id=channel_id,
+                    organization_id=actor.organization_id,
+                    type=type,
+                    name=name,
+                    created_at=utcnow(),
+                )
+            )
+            row = (await uow.session.execute(select(_Ch).where(_Ch.c.id == channel_id))).one()
+        return channel_public(row)
+
+    async def list_embed_tokens(self, actor: AgentActor) -> list[dict[str, Any]]:
+        self._require_admin(actor)
+        async with self.db.read() as s:
+            rows = (
+                await s.execute(
+                    select(_T)
+                    .where(_T.c.organization_id == actor.organization_id)
+                    .order_by(_T.c.created_at)
+                )
+            ).all()
+        return [token_public(r) for r in rows]
+
+    async def create_embed_token(
+        self, actor: AgentActor, channel_id: str, name: str, allowed_origins: list[str]
+    ) -> dict[str, Any]:
+        """Issue a token for a webchat channel of the actor's org; the token is shown once."""
+        self._require_admin(actor)
+        origins = [normalize_origin(o) for o in allowed_origins]
+        token = new_embed_token()
+        async with self.db.unit_of_work() as uow:
+            s = uow.session
+            channel = (
+                await s.execute(
+                    select(_Ch).where(
+                        _Ch.c.id == channel_id, _Ch.c.organization_id == actor.organization_id
+                    )
+                )
+            ).first()
+            if channel is None:
+                raise NotFound("Channel not found.")
+            if channel.type != "webchat":
+                raise InvalidInput("Embed tokens are for webchat channels.")
+            token_id = await self._insert_token(
+                s, actor.organization_id, channel_id, name, token, origins
+            )
+            row = (await s.execute(select(_T).where(_T.c.id == token_id))).one()
+        return {**token_public(row), "token": token}
+
+    async def revoke_embed_token(self, actor: AgentActor, token_id: str) -> dict[str, Any]:
+        self._require_admin(actor)
+        async with self.db.unit_of_work() as uow:
+            s = uow.session
+            await s.execute(
+                update(_T)
+                .where(
+                    _T.c.id == token_id,
+                    _T.c.organization_id == actor.organization_id,
+                    _T.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=utcnow())
+            )
+            row = (
+                await s.execute(
+                    select(_T).where(
+                        _T.c.id == token_id, _T.c.organization_id == actor.organization_id
+                    )
+                )
+            ).first()
+            if row is None:
+                raise NotFound("Embed token not found.")
+        return token_public(row)
+
+    async def has_any_organization(self) -> bool:
+        async with self.db.read() as s:
+            return (await s.execute(select(_O.c.id).limit(1))).first() is not None

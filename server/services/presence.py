@@ -1,0 +1,210 @@
+"""Agent presence: online on an agent's first socket, offline when the last one closes,
+counted across every tab and every process.
+
+In the process for the embedded run. With Redis, each process registers itself with a
+heartbeat; every process reaps the entries of processes whose heartbeat stopped, so killing
+a process marks its agents offline within presence_ttl_seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from server import events
+from server.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+class MemoryPresenceStore:
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+
+    async def start(self, on_offline: Callable[[str, str], Awaitable[None]]) -> None:
+        return None
+
+    async def stop(self) -> list[tuple[str, str]]:
+        gone = list(self._counts)
+        self._counts.clear()
+        return gone
+
+    async def connected(self, org_id: str, agent_id: str) -> bool:
+        key = (org_id, agent_id)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        return self._counts[key] == 1
+
+    async def disconnected(self, org_id: str, agent_id: str) -> bool:
+        key = (org_id, agent_id)
+        count = self._counts.get(key, 0) - 1
+        if count <= 0:
+            self._counts.pop(key, None)
+            return True
+        self._counts[key] = count
+        return False
+
+    async def online(self, org_id: str) -> list[str]:
+        return sorted(agent for (org, agent) in self._counts if org == org_id)
+
+
+_P = "chatd:presence:"
+
+# KEYS: agent hash, org set, proc set. ARGV: proc id, agent id, member, ttl seconds
+_CONNECT = """
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[1], 86400)
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]) * 4)
+local added = redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], 86400)
+return added
+"""
+
+_DISCONNECT = """
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[3])
+end
+if redis.call('HLEN', KEYS[1]) == 0 then
+  return redis.call('SREM', KEYS[2], ARGV[2])
+end
+return 0
+"""
+
+# KEYS: procs zset. ARGV: dead proc id, stale-before (ms), prefix, force ('1' reaps regardless)
+# Returns a flat list org, agent, org, agent ... of agents that went offline.
+_REAP = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if ARGV[4] ~= '1' and score and tonumber(score) >= tonumber(ARGV[2]) then
+  return {}
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+local prefix = ARGV[3]
+local procset = prefix .. 'proc:' .. ARGV[1]
+local members = redis.call('SMEMBERS', procset)
+local out = {}
+for _, m in ipairs(members) do
+  local sep = string.find(m, '|', 1, true)
+  local org = string.sub(m, 1, sep - 1)
+  local agent = string.sub(m, sep + 1)
+  local akey = prefix .. 'agent:' .. agent
+  redis.call('HDEL', akey, ARGV[1])
+  if redis.call('HLEN', akey) == 0 then
+    if redis.call('SREM', prefix .. 'org:' .. org, agent) == 1 then
+      table.insert(out, org)
+      table.insert(out, agent)
+    end
+  end
+end
+redis.call('DEL', procset)
+return out
+"""
+
+
+class RedisPresenceStore:
+    def __init__(self, redis, ttl_seconds: float) -> None:
+        self._redis = redis
+        self._ttl = ttl_seconds
+        self.proc_id = uuid.uuid4().hex
+        self._connect = redis.register_script(_CONNECT)
+        self._disconnect = redis.register_script(_DISCONNECT)
+        self._reap = redis.register_script(_REAP)
+        self._task: asyncio.Task | None = None
+        self._on_offline: Callable[[str, str], Awaitable[None]] | None = None
+
+    def _keys(self, org_id: str, agent_id: str) -> list[str]:
+        return [_P + "agent:" + agent_id, _P + "org:" + org_id, _P + "proc:" + self.proc_id]
+
+    async def start(self, on_offline: Callable[[str, str], Awaitable[None]]) -> None:
+        self._on_offline = on_offline
+        await self._heartbeat()
+        self._task = asyncio.create_task(self._loop(), name="presence-heartbeat")
+
+    async def stop(self) -> list[tuple[str, str]]:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return await self._reap_proc(self.proc_id, force=True)
+
+    async def _heartbeat(self) -> None:
+        await self._redis.zadd(_P + "procs", {self.proc_id: int(time.time() * 1000)})
+        await self._redis.expire(_P + "proc:" + self.proc_id, int(self._ttl * 4))
+
+    async def _reap_proc(self, proc_id: str, force: bool = False) -> list[tuple[str, str]]:
+        stale_before = int((time.time() - self._ttl) * 1000)
+        flat = await self._reap(
+            keys=[_P + "procs"], args=[proc_id, stale_before, _P, "1" if force else "0"]
+        )
+        flat = [x.decode() if isinstance(x, bytes) else x for x in flat]
+        return list(zip(flat[::2], flat[1::2], strict=True))
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            try:
+                await self._heartbeat()
+                stale_before = (time.time() - self._ttl) * 1000
+                dead = await self._redis.zrangebyscore(_P + "procs", "-inf", stale_before)
+                for proc in dead:
+                    proc = proc.decode() if isinstance(proc, bytes) else proc
+                    for org_id, agent_id in await self._reap_proc(proc):
+                        if self._on_offline:
+                            await self._on_offline(org_id, agent_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("presence heartbeat failed; retrying")
+
+    async def connected(self, org_id: str, agent_id: str) -> bool:
+        res = await self._connect(
+            keys=self._keys(org_id, agent_id),
+            args=[self.proc_id, agent_id, f"{org_id}|{agent_id}", int(self._ttl)],
+        )
+        return int(res) == 1
+
+    async def disconnected(self, org_id: str, agent_id: str) -> bool:
+        res = await self._disconnect(
+            keys=self._keys(org_id, agent_id), args=[self.proc_id, agent_id, f"{org_id}|{agent_id}"]
+        )
+        return int(res) == 1
+
+    async def online(self, org_id: str) -> list[str]:
+        members = await self._redis.smembers(_P + "org:" + org_id)
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+
+class PresenceService:
+    """Agent sockets come and go; this decides when the team sees a status change."""
+
+    def __init__(self, store, publisher: Publisher) -> None:
+        self.store = store
+        self.publisher = publisher
+
+    async def start(self) -> None:
+        await self.store.start(self._went_offline)
+
+    async def stop(self) -> None:
+        for org_id, agent_id in await self.store.stop():
+            await self._went_offline(org_id, agent_id)
+
+    async def _went_offline(self, org_id: str, agent_id: str) -> None:
+        await self.publisher.publish_one(events.agent_status_changed(org_id, agent_id, "offline"))
+
+    async def agent_connected(self, org_id: str, agent_id: str) -> None:
+        if await self.store.connected(org_id, agent_id):
+            await self.publisher.publish_one(
+                events.agent_status_changed(org_id, agent_id, "online")
+            )
+
+    async def agent_disconnected(self, org_id: str, agent_id: str) -> None:
+        if await self.store.disconnected(org_id, agent_id):
+            await self._went_offline(org_id, agent_id)
+
+    async def online_agents(self, org_id: str) -> list[str]:
+        return await self.store.online(org_id)

@@ -1,0 +1,152 @@
+"""Typed settings read from the environment, validated once at boot.
+
+The defaults give the embedded run: a SQLite file, one process, no other service.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEV_SECRET_PLACEHOLDER = "dev-insecure-change-me"
+
+
+class SettingsError(ValueError):
+    """The environment holds a value the server cannot run with."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _origins(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(o.strip().rstrip("/") for o in raw.replace("\n", ",").split(",") if o.strip())
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the plain URLs operators paste and pick the async drivers we ship."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite://"):
+        url = "sqlite+aiosqlite://" + url[len("sqlite://") :]
+    if not (url.startswith("postgresql+psycopg://") or url.startswith("sqlite+aiosqlite://")):
+        raise SettingsError(
+            "DATABASE_URL must be a PostgreSQL (postgresql://...) or SQLite (sqlite:///...) URL"
+        )
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None = None
+    secret_key: str = DEV_SECRET_PLACEHOLDER
+    environment: str = "development"
+    data_dir: Path = Path("chatd-data")
+    allowed_origins: tuple[str, ...] = ()
+    cookie_secure: bool = False
+    session_ttl_seconds: int = 14 * 24 * 3600
+    # send_message limit per end user (external_id), shared across processes via Redis.
+    rate_limit_messages: int = 20
+    rate_limit_window_seconds: float = 10.0
+    login_attempts: int = 10
+    login_window_seconds: float = 300.0
+    typing_timeout_seconds: float = 5.0
+    max_content_length: int = 10_000
+    max_rich_media_bytes: int = 16_384
+    max_http_buffer_size: int = 64 * 1024
+    presence_ttl_seconds: float = 15.0
+    gc_freeze: bool = True
+    gc_gen0_threshold: int = 50_000
+    demo_on_empty: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def with_overrides(self, **changes) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        environment = env.get("CHATD_ENV", "development").strip().lower()
+        if environment not in ("development", "production"):
+            raise SettingsError("CHATD_ENV must be 'development' or 'production'")
+        data_dir = Path(env.get("CHATD_DATA_DIR", "chatd-data"))
+        database_url = (
+            env.get("DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'chatd.sqlite3'}"
+        )
+        secret = env.get("CHATD_SECRET_KEY") or DEV_SECRET_PLACEHOLDER
+        if environment == "production" and (secret == DEV_SECRET_PLACEHOLDER or len(secret) < 32):
+            raise SettingsError(
+                "CHATD_SECRET_KEY must be set to a random value of at least 32 characters "
+                "when CHATD_ENV=production"
+            )
+        settings = cls(
+            database_url=normalize_database_url(database_url),
+            redis_url=env.get("REDIS_URL") or None,
+            secret_key=secret,
+            environment=environment,
+            data_dir=data_dir,
+            allowed_origins=_origins(env.get("CHATD_ALLOWED_ORIGINS")),
+            cookie_secure=_bool(env, "CHATD_COOKIE_SECURE", environment == "production"),
+            session_ttl_seconds=_int(env, "CHATD_SESSION_TTL_SECONDS", 14 * 24 * 3600, 60),
+            rate_limit_messages=_int(env, "CHATD_RATE_LIMIT_MESSAGES", 20, 1),
+            rate_limit_window_seconds=_float(env, "CHATD_RATE_LIMIT_WINDOW_SECONDS", 10.0, 0.1),
+            login_attempts=_int(env, "CHATD_LOGIN_ATTEMPTS", 10, 1),
+            login_window_seconds=_float(env, "CHATD_LOGIN_WINDOW_SECONDS", 300.0, 1.0),
+            typing_timeout_seconds=_float(env, "CHATD_TYPING_TIMEOUT_SECONDS", 5.0, 0.1),
+            max_content_length=_int(env, "CHATD_MAX_CONTENT_LENGTH", 10_000, 1),
+            max_rich_media_bytes=_int(env, "CHATD_MAX_RICH_MEDIA_BYTES", 16_384, 256),
+            max_http_buffer_size=_int(env, "CHATD_MAX_HTTP_BUFFER_SIZE", 64 * 1024, 4096),
+            presence_ttl_seconds=_float(env, "CHATD_PRESENCE_TTL_SECONDS", 15.0, 1.0),
+            gc_freeze=_bool(env, "CHATD_GC_FREEZE", True),
+            gc_gen0_threshold=_int(env, "CHATD_GC_GEN0_THRESHOLD", 50_000, 100),
+            demo_on_empty=_bool(env, "CHATD_DEMO", environment == "development"),
+        )
+        return settings
