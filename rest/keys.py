@@ -9,3 +9,6 @@ from server.app_services import Services
 
 SERVICES = web.AppKey("services", Services)
 SIO = web.AppKey("sio", socketio.AsyncServer)
+
+AGENT = web.RequestKey("agent", object)
+SESSION_TOKEN = web.RequestKey("session_token", object)

@@ -10,14 +10,12 @@ import re
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from rest.keys import SERVICES
+from rest.keys import AGENT, SERVICES, SESSION_TOKEN
 from server.actors import AgentActor
 from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, NotFound
 
 log = logging.getLogger(__name__)
 
-AGENT = "agent"
-SESSION_TOKEN = "session_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"

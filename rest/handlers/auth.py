@@ -8,8 +8,8 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from rest import pages
-from rest.keys import SERVICES
-from rest.middlewares import SESSION_TOKEN, agent_of, load_json, render_domain_error
+from rest.keys import AGENT, SERVICES, SESSION_TOKEN
+from rest.middlewares import agent_of, load_json, render_domain_error
 from rest.schemas import LoginFormSchema, LoginSchema
 from server.errors import Forbidden, InvalidInput, NotAuthenticated, RateLimited
 from server.security import csrf_matches, csrf_token_for
@@ -133,7 +133,7 @@ async def me(request: web.Request) -> web.Response:
 
 async def inbox(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    agent = request.get("agent")
+    agent = request.get(AGENT)
     if agent is None:
         raise web.HTTPFound("/auth/login?next=/inbox")
     user = await services.auth.user(agent)
