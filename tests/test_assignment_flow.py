@@ -23,7 +23,11 @@ async def test_assignment_flow_from_first_message_to_resolve(factory, transport)
 
     # 1. End user sends first message: a conversation session opens and the message is stored.
     ack = await factory.visitor_send(visitor, conv, "Hello, I need help")
-    assert ack["seq"] == 1 and ack["sender_type"] == "end_user" and ack["content"] == "Hello, I need help"
+    assert (
+        ack["seq"] == 1
+        and ack["sender_type"] == "end_user"
+        and ack["content"] == "Hello, I need help"
+    )
 
     # 2. Server broadcasts to the org queue.
     for rec in (inbox, colleague):
@@ -55,8 +59,16 @@ async def test_assignment_flow_from_first_message_to_resolve(factory, transport)
     got = await visitor.wait_for("message_received", lambda m: m["seq"] == 2)
     assert got[0]["content"] == "Hi! How can I help you today?"
     assert set(got[0]) == {
-        "id", "conversation_id", "session_id", "seq", "sender_type", "sender_id",
-        "content_type", "content", "rich_media", "created_at",
+        "id",
+        "conversation_id",
+        "session_id",
+        "seq",
+        "sender_type",
+        "sender_id",
+        "content_type",
+        "content",
+        "rich_media",
+        "created_at",
     }
     await factory.visitor_send(visitor, conv, "My invoice is wrong")
     await inbox.wait_for("message_received", lambda m: m["seq"] == 3)
