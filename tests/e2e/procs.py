@@ -75,11 +75,11 @@ class ServerProcess:
         self._log.close()
 
 
-def run_cli(*args: str, env: dict[str, str]) -> str:
+def run_cli(*args: str, env: dict[str, str], inherit_env: bool = True) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "server", *args],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**os.environ, **env} if inherit_env else env,
         capture_output=True,
         text=True,
         timeout=60,

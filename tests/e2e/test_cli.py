@@ -63,6 +63,7 @@ def test_bootstrap_and_add_user_print_one_json_line_each(tmp_path):
         "https://shop.example",
         "--json",
         env=env,
+        inherit_env=False,
     )
     lines = out.strip().splitlines()
     assert len(lines) == 1
@@ -81,6 +82,7 @@ def test_bootstrap_and_add_user_print_one_json_line_each(tmp_path):
             PASSWORD,
             "--json",
             env=env,
+            inherit_env=False,
         )
     )
     assert (again["org_id"], again["user_id"], again["channel_id"]) == (
@@ -102,6 +104,7 @@ def test_bootstrap_and_add_user_print_one_json_line_each(tmp_path):
         "agent",
         "--json",
         env=env,
+        inherit_env=False,
     )
     assert set(json.loads(out)) == {"user_id"}
 
@@ -132,8 +135,8 @@ def test_bootstrap_and_add_user_print_one_json_line_each(tmp_path):
 
 def test_migrate_is_idempotent(tmp_path):
     env = _embedded_env(tmp_path)
-    assert "up to date" in run_cli("migrate", env=env)
-    assert "up to date" in run_cli("migrate", env=env)
+    assert "up to date" in run_cli("migrate", env=env, inherit_env=False)
+    assert "up to date" in run_cli("migrate", env=env, inherit_env=False)
 
 
 @pytest.mark.parametrize("value", ["mysql://x", "not-a-url"])
