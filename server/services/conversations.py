@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import Conversation, ConversationSession, EmbedToken, EndUser, Message
@@ -31,6 +31,29 @@ _S = ConversationSession.__table__
 _E = EndUser.__table__
 _M = Message.__table__
 _T = EmbedToken.__table__
+
+
+def _bump_statement(scope):
+    open_session = and_(_S.c.conversation_id == _C.c.id, _S.c.status == "open")
+    return (
+        update(_C)
+        .where(_C.c.id == bindparam("cid"), scope)
+        .values(last_seq=_C.c.last_seq + 1, updated_at=bindparam("now"))
+        .returning(
+            _C.c.last_seq,
+            _C.c.organization_id,
+            select(_S.c.id).where(open_session).correlate(_C).scalar_subquery(),
+            select(_S.c.assigned_agent_id).where(open_session).correlate(_C).scalar_subquery(),
+        )
+    )
+
+
+# Built once: the hot path then skips statement construction and cache-key generation.
+_BUMP_AS_AGENT = _bump_statement(_C.c.organization_id == bindparam("org"))
+_BUMP_AS_END_USER = _bump_statement(
+    exists().where(_E.c.id == _C.c.end_user_id, _E.c.external_id == bindparam("ext"))
+)
+_INSERT_MESSAGE = insert(_M)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,14 +294,11 @@ class ConversationService:
         Returns (message, created); a retry with a known client_message_id returns the
         original with created=False and emits nothing.
         """
-        if msg.client_message_id:
-            existing = await self._find_client_message(actor, msg)
-            if existing is not None:
-                return existing, False
         try:
             return await self._store_message(actor, msg), True
         except IntegrityError:
-            # A concurrent retry with the same client_message_id won the insert.
+            # The unique (conversation, sender, client_message_id) refused a retry: the whole
+            # transaction, seq bump included, rolled back. Answer with the original.
             if msg.client_message_id:
                 existing = await self._find_client_message(actor, msg)
                 if existing is not None:
@@ -305,37 +325,31 @@ class ConversationService:
         now = utcnow()
         async with self.db.unit_of_work() as uow:
             s = uow.session
-            # The scope check and the seq allocation are one statement: the UPDATE takes the
-            # conversation's row lock, so concurrent senders on any process get gap-free seqs.
-            scope = _C.c.id == msg.conversation_id
+            # One statement checks the actor's scope, allocates the seq under the
+            # conversation's row lock (gap-free across processes: a rollback undoes it) and
+            # reads the open session. The common path is this and the INSERT.
             if isinstance(actor, AgentActor):
-                scope = and_(scope, _C.c.organization_id == actor.organization_id)
+                params = {"cid": msg.conversation_id, "org": actor.organization_id, "now": now}
+                bumped = (await s.execute(_BUMP_AS_AGENT, params)).first()
             else:
-                scope = and_(
-                    scope,
-                    exists().where(
-                        _E.c.id == _C.c.end_user_id, _E.c.external_id == actor.external_id
-                    ),
-                )
-            bumped = (
-                await s.execute(
-                    update(_C)
-                    .where(scope)
-                    .values(last_seq=_C.c.last_seq + 1, updated_at=now)
-                    .returning(_C.c.last_seq, _C.c.organization_id)
-                )
-            ).first()
+                params = {"cid": msg.conversation_id, "ext": actor.external_id, "now": now}
+                bumped = (await s.execute(_BUMP_AS_END_USER, params)).first()
             if bumped is None:
                 raise NotFound("Conversation not found.")
-            seq, org_id = bumped
-            sess = (
-                await s.execute(
-                    select(_S.c.id, _S.c.assigned_agent_id, _S.c.first_message_at).where(
-                        _S.c.conversation_id == msg.conversation_id, _S.c.status == "open"
+            seq, org_id, session_id, assigned_agent_id = bumped
+            if session_id is None:
+                # RETURNING's subqueries read the statement's snapshot: a session opened by a
+                # sender we waited on for the row lock is only visible to a new statement.
+                again = (
+                    await s.execute(
+                        select(_S.c.id, _S.c.assigned_agent_id).where(
+                            _S.c.conversation_id == msg.conversation_id, _S.c.status == "open"
+                        )
                     )
-                )
-            ).first()
-            if sess is None:
+                ).first()
+                if again is not None:
+                    session_id, assigned_agent_id = again
+            if session_id is None:
                 # The first message, or the first after a resolve, opens a new session. An
                 # agent who writes into a resolved conversation takes the new session.
                 session_id = new_id()
@@ -355,14 +369,8 @@ class ConversationService:
                 )
                 if agent_id:
                     uow.emit(events.conversation_assigned(org_id, msg.conversation_id, agent_id))
-            else:
-                session_id = sess.id
-                if not _may_act_on(actor, sess.assigned_agent_id):
-                    raise Forbidden("This conversation is assigned to another agent.")
-                if sess.first_message_at is None:
-                    await s.execute(
-                        update(_S).where(_S.c.id == session_id).values(first_message_at=now)
-                    )
+            elif not _may_act_on(actor, assigned_agent_id):
+                raise Forbidden("This conversation is assigned to another agent.")
             message = {
                 "id": new_id(),
                 "conversation_id": msg.conversation_id,
@@ -377,20 +385,12 @@ class ConversationService:
                 "created_at": events.iso(now),
             }
             await s.execute(
-                insert(_M).values(
-                    id=message["id"],
-                    conversation_id=msg.conversation_id,
-                    session_id=session_id,
-                    seq=seq,
-                    sender_type=actor.sender_type,
-                    sender_id=actor.sender_id,
-                    client_message_id=msg.client_message_id,
-                    content_type=msg.content_type,
-                    content=msg.content,
-                    rich_media=msg.rich_media,
-                    read_by={},
-                    created_at=now,
-                )
+                _INSERT_MESSAGE,
+                {
+                    **message,
+                    "client_message_id": msg.client_message_id,
+                    "created_at": now,
+                },
             )
             uow.emit(events.message_received(message))
             uow.emit(events.conversation_updated(org_id, message))

@@ -63,12 +63,15 @@ class MemoryRateLimiter:
         self._log.pop(key, None)
 
 
-# KEYS[1] = log key; ARGV = now_ms, window_ms, limit, member, record(0/1)
+# KEYS[1] = log key; ARGV = window_ms, limit, member, record(0/1)
+# Redis' clock (TIME), not the callers': every process then agrees on the window, and the
+# limiter costs one round trip.
 _SLIDING_LOG = """
 local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
 if count >= limit then
@@ -77,8 +80,8 @@ if count >= limit then
   if retry < 1 then retry = 1 end
   return retry
 end
-if ARGV[5] == '1' then
-  redis.call('ZADD', key, now, ARGV[4])
+if ARGV[4] == '1' then
+  redis.call('ZADD', key, now, ARGV[3])
   redis.call('PEXPIRE', key, window)
 end
 return 0
@@ -92,12 +95,9 @@ class RedisRateLimiter:
         self._script = redis.register_script(_SLIDING_LOG)
 
     async def _run(self, key: str, limit: int, window_s: float, record: bool) -> int:
-        # Redis' clock, not ours: every process then agrees on the window.
-        sec, usec = await self._redis.time()
-        now_ms = sec * 1000 + usec // 1000
         result = await self._script(
             keys=[self._prefix + key],
-            args=[now_ms, int(window_s * 1000), limit, uuid.uuid4().hex, "1" if record else "0"],
+            args=[int(window_s * 1000), limit, uuid.uuid4().hex, "1" if record else "0"],
         )
         return int(result)
 
