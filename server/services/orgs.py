@@ -173,6 +173,7 @@ class OrgService:
             raise Forbidden("Your role does not allow this.")
 
     async def list_users(self, actor: AgentActor) -> list[dict[str, Any]]:
+        self._require_admin(actor)
         async with self.db.read() as s:
             rows = (
                 await s.execute(
@@ -196,6 +197,7 @@ class OrgService:
         return user_public(row)
 
     async def list_channels(self, actor: AgentActor) -> list[dict[str, Any]]:
+        self._require_admin(actor)
         async with self.db.read() as s:
             rows = (
                 await s.execute(
