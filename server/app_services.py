@@ -32,11 +32,13 @@ class Services:
     orgs: OrgService
 
     async def start(self) -> None:
+        await self.conversations.start()
         await self.presence.start()
 
     async def close(self) -> None:
         try:
             await self.presence.stop()
+            await self.conversations.stop()
         finally:
             await self.db.dispose()
             if self.redis is not None:

@@ -37,7 +37,7 @@ def create_engine(database_url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(database_url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(database_url, pool_size=20, max_overflow=20, pool_recycle=1800)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import Conversation, ConversationSession, EmbedToken, EndUser, Message
@@ -21,6 +21,7 @@ from server.actors import Actor, AgentActor, EndUserActor
 from server.db import Database
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.security import sha256_hex
+from server.services.message_writer import MessageWriter, NewMessage, may_act_on
 
 LIST_FILTERS = ("unassigned", "mine", "all")
 WIDGET_HISTORY_LIMIT = 100
@@ -33,29 +34,6 @@ _M = Message.__table__
 _T = EmbedToken.__table__
 
 
-def _bump_statement(scope):
-    open_session = and_(_S.c.conversation_id == _C.c.id, _S.c.status == "open")
-    return (
-        update(_C)
-        .where(_C.c.id == bindparam("cid"), scope)
-        .values(last_seq=_C.c.last_seq + 1, updated_at=bindparam("now"))
-        .returning(
-            _C.c.last_seq,
-            _C.c.organization_id,
-            select(_S.c.id).where(open_session).correlate(_C).scalar_subquery(),
-            select(_S.c.assigned_agent_id).where(open_session).correlate(_C).scalar_subquery(),
-        )
-    )
-
-
-# Built once: the hot path then skips statement construction and cache-key generation.
-_BUMP_AS_AGENT = _bump_statement(_C.c.organization_id == bindparam("org"))
-_BUMP_AS_END_USER = _bump_statement(
-    exists().where(_E.c.id == _C.c.end_user_id, _E.c.external_id == bindparam("ext"))
-)
-_INSERT_MESSAGE = insert(_M)
-
-
 @dataclass(frozen=True, slots=True)
 class ConversationFacts:
     """What the real-time layer may cache about a socket's right to a conversation."""
@@ -64,15 +42,6 @@ class ConversationFacts:
     organization_id: str
     end_user_external_id: str
     last_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    conversation_id: str
-    content: str
-    content_type: str = "text"
-    rich_media: dict | None = None
-    client_message_id: str | None = None
 
 
 def _session_shape(row: Any) -> dict[str, Any] | None:
@@ -127,13 +96,6 @@ def _scope(stmt, actor: Actor, conversation_id: str):
     return stmt.where(_E.c.external_id == actor.external_id)
 
 
-def _may_act_on(actor: Actor, assigned_agent_id: str | None) -> bool:
-    """An agent of role `agent` may not act on a session another agent holds."""
-    if not isinstance(actor, AgentActor) or actor.is_admin:
-        return True
-    return assigned_agent_id is None or assigned_agent_id == actor.user_id
-
-
 def normalize_tags(tags: list[str]) -> list[str]:
     seen: list[str] = []
     for tag in tags:
@@ -146,6 +108,13 @@ def normalize_tags(tags: list[str]) -> list[str]:
 class ConversationService:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.writer = MessageWriter(db)
+
+    async def start(self) -> None:
+        await self.writer.start()
+
+    async def stop(self) -> None:
+        await self.writer.stop()
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -287,114 +256,15 @@ class ConversationService:
         """Store a message and publish it.
 
         Actor: an agent of the conversation's organization, or the end user holding its
-        external_id. Locks the conversation row (seq allocation) for the transaction.
+        external_id. Locks the conversation row (seq allocation) until commit; concurrent
+        sends share a transaction (MessageWriter), each with its own checks, seq and ack.
         Raises NotFound, Forbidden (an agent writing into another agent's session).
         Emits message_received (conv room), conversation_updated (org queue), and
         conversation_assigned when an agent's message reopens a resolved conversation.
         Returns (message, created); a retry with a known client_message_id returns the
         original with created=False and emits nothing.
         """
-        try:
-            return await self._store_message(actor, msg), True
-        except IntegrityError:
-            # The unique (conversation, sender, client_message_id) refused a retry: the whole
-            # transaction, seq bump included, rolled back. Answer with the original.
-            if msg.client_message_id:
-                existing = await self._find_client_message(actor, msg)
-                if existing is not None:
-                    return existing, False
-            raise
-
-    async def _find_client_message(self, actor: Actor, msg: NewMessage) -> dict[str, Any] | None:
-        stmt = _scope(
-            select(_M).select_from(
-                _M.join(_C, _C.c.id == _M.c.conversation_id).join(_E, _E.c.id == _C.c.end_user_id)
-            ),
-            actor,
-            msg.conversation_id,
-        ).where(
-            _M.c.sender_type == actor.sender_type,
-            _M.c.sender_id == actor.sender_id,
-            _M.c.client_message_id == msg.client_message_id,
-        )
-        async with self.db.read() as session:
-            row = (await session.execute(stmt)).first()
-        return events.message_public(row) if row else None
-
-    async def _store_message(self, actor: Actor, msg: NewMessage) -> dict[str, Any]:
-        now = utcnow()
-        async with self.db.unit_of_work() as uow:
-            s = uow.session
-            # One statement checks the actor's scope, allocates the seq under the
-            # conversation's row lock (gap-free across processes: a rollback undoes it) and
-            # reads the open session. The common path is this and the INSERT.
-            if isinstance(actor, AgentActor):
-                params = {"cid": msg.conversation_id, "org": actor.organization_id, "now": now}
-                bumped = (await s.execute(_BUMP_AS_AGENT, params)).first()
-            else:
-                params = {"cid": msg.conversation_id, "ext": actor.external_id, "now": now}
-                bumped = (await s.execute(_BUMP_AS_END_USER, params)).first()
-            if bumped is None:
-                raise NotFound("Conversation not found.")
-            seq, org_id, session_id, assigned_agent_id = bumped
-            if session_id is None:
-                # RETURNING's subqueries read the statement's snapshot: a session opened by a
-                # sender we waited on for the row lock is only visible to a new statement.
-                again = (
-                    await s.execute(
-                        select(_S.c.id, _S.c.assigned_agent_id).where(
-                            _S.c.conversation_id == msg.conversation_id, _S.c.status == "open"
-                        )
-                    )
-                ).first()
-                if again is not None:
-                    session_id, assigned_agent_id = again
-            if session_id is None:
-                # The first message, or the first after a resolve, opens a new session. An
-                # agent who writes into a resolved conversation takes the new session.
-                session_id = new_id()
-                agent_id = actor.user_id if isinstance(actor, AgentActor) else None
-                await s.execute(
-                    insert(_S).values(
-                        id=session_id,
-                        conversation_id=msg.conversation_id,
-                        organization_id=org_id,
-                        status="open",
-                        assigned_agent_id=agent_id,
-                        tags=[],
-                        first_message_at=now,
-                        assigned_at=now if agent_id else None,
-                        created_at=now,
-                    )
-                )
-                if agent_id:
-                    uow.emit(events.conversation_assigned(org_id, msg.conversation_id, agent_id))
-            elif not _may_act_on(actor, assigned_agent_id):
-                raise Forbidden("This conversation is assigned to another agent.")
-            message = {
-                "id": new_id(),
-                "conversation_id": msg.conversation_id,
-                "session_id": session_id,
-                "seq": seq,
-                "sender_type": actor.sender_type,
-                "sender_id": actor.sender_id,
-                "content_type": msg.content_type,
-                "content": msg.content,
-                "rich_media": msg.rich_media,
-                "read_by": {},
-                "created_at": events.iso(now),
-            }
-            await s.execute(
-                _INSERT_MESSAGE,
-                {
-                    **message,
-                    "client_message_id": msg.client_message_id,
-                    "created_at": now,
-                },
-            )
-            uow.emit(events.message_received(message))
-            uow.emit(events.conversation_updated(org_id, message))
-        return message
+        return await self.writer.send(actor, msg)
 
     async def history(
         self,
@@ -541,7 +411,7 @@ class ConversationService:
         ).first()
         if sess is None:
             raise Conflict("No open session: the conversation is already resolved.")
-        if not _may_act_on(actor, sess.assigned_agent_id):
+        if not may_act_on(actor, sess.assigned_agent_id):
             raise Forbidden("This conversation is assigned to another agent.")
         return sess
 
