@@ -32,6 +32,7 @@ class Services:
     orgs: OrgService
 
     async def start(self) -> None:
+        await self.publisher.start()
         await self.conversations.start()
         await self.presence.start()
 
@@ -39,6 +40,7 @@ class Services:
         try:
             await self.presence.stop()
             await self.conversations.stop()
+            await self.publisher.stop()
         finally:
             await self.db.dispose()
             if self.redis is not None:

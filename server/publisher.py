@@ -1,7 +1,15 @@
-"""Hands committed events to the real-time layer; it is given its emitter when built."""
+"""Hands committed events to the real-time layer; it is given its emitter when built.
+
+Once started, events go through one FIFO drained by one task: the order in which use cases
+publish is the order clients receive, and a use case (the message writer above all) does not
+wait for the fan-out to every recipient before it acks and takes the next batch. The queue is
+bounded: when fan-out falls behind, publishers wait (back-pressure) instead of memory growing.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -11,25 +19,63 @@ from server.events import Event
 log = logging.getLogger(__name__)
 
 Emitter = Callable[..., Awaitable[Any]]
+MAX_PENDING = 20_000
 
 
 class Publisher:
     def __init__(self, emit: Emitter | None = None) -> None:
         self._emit = emit
+        self._queue: asyncio.Queue[Event] | None = None
+        self._task: asyncio.Task | None = None
 
     def bind(self, emit: Emitter) -> None:
         self._emit = emit
 
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(MAX_PENDING)
+        self._task = asyncio.create_task(self._drain(), name="event-publisher")
+
+    async def stop(self) -> None:
+        """Deliver what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = self._queue = None
+
     async def publish(self, events: Iterable[Event]) -> None:
         if self._emit is None:
             return
+        if self._queue is None:
+            for ev in events:
+                await self._send(ev)
+            return
         for ev in events:
-            try:
-                await self._emit(ev.name, ev.payload, room=ev.room, skip_sid=ev.skip_sid)
-            except Exception:
-                # The data is committed; a failed fan-out must not turn into a failed request.
-                # Clients that missed it catch up with last_seq / after_seq.
-                log.exception("failed to publish %s to %s", ev.name, ev.room)
+            await self._queue.put(ev)
 
     async def publish_one(self, ev: Event) -> None:
         await self.publish((ev,))
+
+    async def flush(self) -> None:
+        """Wait until everything published so far has been handed to the emitter."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while True:
+            ev = await queue.get()
+            try:
+                await self._send(ev)
+            finally:
+                queue.task_done()
+
+    async def _send(self, ev: Event) -> None:
+        try:
+            await self._emit(ev.name, ev.payload, room=ev.room, skip_sid=ev.skip_sid)
+        except Exception:
+            # The data is committed; a failed fan-out must not turn into a failed request.
+            # Clients that missed it catch up with last_seq / after_seq.
+            log.exception("failed to publish %s to %s", ev.name, ev.room)
