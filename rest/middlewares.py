@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
+from realtime.schemas import UUID_RE
 from rest.keys import AGENT, SERVICES, SESSION_TOKEN
 from server.actors import AgentActor
 from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, NotFound
@@ -17,9 +17,6 @@ from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated
 log = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
 PUBLIC_API_PREFIXES = ("/chat-widget/conversations", "/chat-widget/history/")
 
 
