@@ -115,6 +115,7 @@ class RedisPresenceStore:
         self._disconnect = redis.register_script(_DISCONNECT)
         self._reap = redis.register_script(_REAP)
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self._on_offline: Callable[[str, str], Awaitable[None]] | None = None
 
     def _keys(self, org_id: str, agent_id: str) -> list[str]:
@@ -127,6 +128,7 @@ class RedisPresenceStore:
 
     async def stop(self) -> list[tuple[str, str]]:
         if self._task:
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -145,7 +147,10 @@ class RedisPresenceStore:
         return list(zip(flat[::2], flat[1::2], strict=True))
 
     async def _loop(self) -> None:
-        while True:
+        # Not `while True`: a cancel can be lost. redis-py sends commands under
+        # asyncio.wait_for, which on Python 3.11 returns the result and drops a cancel that
+        # lands as the send completes; the loop then slept on forever and stop() never returned.
+        while not self._stopping:
             await asyncio.sleep(self._ttl / 3)
             try:
                 await self._heartbeat()
