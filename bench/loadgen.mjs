@@ -104,6 +104,11 @@ async function makePairs(nPairs, { withAgents = true } = {}) {
   });
 }
 
+// An ack that never comes (a dropped socket under overload) counts as a failure, not a crash.
+function send(sock, data) {
+  return sock.timeout(30000).emitWithAck("send_message", data).catch(() => ({ error: { code: "no_ack" } }));
+}
+
 function payload(pair, who, t) {
   const p = { conversation_id: pair.conv, content: `${t}`, content_type: "text", sender_type: who };
   if (who === "end_user") p.external_id = pair.ext;
@@ -146,7 +151,7 @@ async function saturation() {
   async function loop([pair, who, sock]) {
     while (running) {
       const t = now();
-      const ack = await sock.emitWithAck("send_message", payload(pair, who, t));
+      const ack = await send(sock, payload(pair, who, t));
       if (ack && ack.error) counters.failed++; else { counters.acked++; ackHist.add(now() - t); }
     }
   }
@@ -191,7 +196,7 @@ async function steady() {
       const who = (Math.floor(sent / pairs.length) % 2) ? "end_user" : "agent";
       const sock = who === "agent" ? pair.agent : pair.visitor;
       const t = now();
-      pending.push(sock.emitWithAck("send_message", payload(pair, who, t)).then((ack) => {
+      pending.push(send(sock, payload(pair, who, t)).then((ack) => {
         if (ack && ack.error) counters.failed++; else { counters.acked++; ackHist.add(now() - t); }
       }));
       sent++;
@@ -239,7 +244,7 @@ async function storm() {
   const senders = pairs.filter((_, i) => i % Math.max(1, Math.floor(pairs.length / cfg.active_senders)) === 0);
   const loops = senders.map(async (pair) => {
     while (running) {
-      const ack = await pair.agent.emitWithAck("send_message", payload(pair, "agent", now()));
+      const ack = await send(pair.agent, payload(pair, "agent", now()));
       if (ack && ack.error) counters.failed++; else counters.acked++;
       await sleep(cfg.sender_pause_ms);
     }
