@@ -35,11 +35,14 @@ class Publisher:
         self._queue = asyncio.Queue(MAX_PENDING)
         self._task = asyncio.create_task(self._drain(), name="event-publisher")
 
-    async def stop(self) -> None:
-        """Deliver what is queued, then stop."""
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued (for at most `timeout` seconds), then stop."""
         if self._task is None:
             return
-        await self._queue.join()
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.warning("stopping with %d undelivered events", self._queue.qsize())
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task

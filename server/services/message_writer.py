@@ -111,11 +111,14 @@ class MessageWriter:
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run(), name="message-writer")
 
-    async def stop(self) -> None:
-        """Finish what was queued, then stop."""
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish what was queued (for at most `timeout` seconds), then stop."""
         if self._task is None:
             return
-        await self._queue.join()
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.warning("stopping with %d unwritten messages", self._queue.qsize())
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
