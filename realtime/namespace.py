@@ -84,7 +84,7 @@ class ChatNamespace(socketio.AsyncNamespace):
             try:
                 data = schema.load(payload)
             except ValidationError as exc:
-                raise InvalidInput(_summary(exc.messages), fields=exc.messages) from None
+                raise InvalidInput(_summary(exc.messages), fields=_str_keys(exc.messages)) from None
             state = self.clients.get(sid)
             if state is None:
                 raise NotAuthenticated("Not connected.")
@@ -261,6 +261,14 @@ class ChatNamespace(socketio.AsyncNamespace):
             actor, data["conversation_id"], data["message_ids"]
         )
         return {"conversation_id": data["conversation_id"], "message_ids": changed}
+
+
+def _str_keys(messages: Any) -> Any:
+    """marshmallow keys list errors by index ({"buttons": {0: ...}}); the socket's JSON
+    encoder (orjson) refuses int keys, which lost the whole ack."""
+    if isinstance(messages, dict):
+        return {str(k): _str_keys(v) for k, v in messages.items()}
+    return messages
 
 
 def _summary(messages: Any) -> str:

@@ -13,8 +13,9 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from models.conversations import CONTENT_TYPES
 
+# \Z, not $: "$" also matches before a trailing newline, letting "<uuid>\n" through.
 UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 
 
@@ -27,8 +28,16 @@ def _url(value: str) -> None:
     raise ValidationError("Must be an http(s) URL or a path starting with '/'.")
 
 
+class _UuidString(fields.String):
+    """Ids are stored lowercase, and room names are built from them: the REST path does the
+    same (rest.middlewares.path_id), so "3A2B..." names the conversation "3a2b..." names."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).lower()
+
+
 def Uuid(**kwargs):  # noqa: N802 - a field factory, read like a field class
-    return fields.String(validate=validate.Regexp(UUID_RE, error="Must be a UUID."), **kwargs)
+    return _UuidString(validate=validate.Regexp(UUID_RE, error="Must be a UUID."), **kwargs)
 
 
 def Url(**kwargs):  # noqa: N802

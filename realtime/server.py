@@ -10,9 +10,11 @@ same on one process and on many.
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 import orjson
 import socketio
+from aiohttp import WSCloseCode, web
 from aiohttp.web import WebSocketResponse
 from engineio.async_drivers.aiohttp import WebSocket as EngineIOWebSocket
 from socketio.async_manager import AsyncManager
@@ -51,9 +53,35 @@ class UncompressedWebSocket(EngineIOWebSocket):
             max_msg_size=self.server.max_http_buffer_size, compress=False
         )
         await self._sock.prepare(request)
+        open_websockets = request.app.get(OPEN_WEBSOCKETS)
+        if open_websockets is not None:
+            open_websockets.add(self._sock)
         self.environ = environ
         await self.handler(self)
         return self._sock
+
+
+# The websockets a server holds open, for closing them when it stops.
+OPEN_WEBSOCKETS = web.AppKey("open_websockets", weakref.WeakSet)
+
+
+async def close_connections(app: web.Application, sio: socketio.AsyncServer) -> None:
+    """Close every Socket.IO connection as the server stops (aiohttp's on_shutdown).
+
+    An open websocket is a request still running, and Engine.IO's close packet does not make
+    a browser close it: without this, a stopping server waited for ping_interval +
+    ping_timeout (45 s). Websockets get 1001 Going Away, long-polls their close packet; the
+    clients reconnect (to another process, or to this one restarted) and catch up with
+    last_seq.
+    """
+    for ws in list(app.get(OPEN_WEBSOCKETS, ())):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutting down")
+    # Not eio.disconnect(): it waits for each socket's writer to send the close packet, and
+    # the writer of a websocket closed above is gone.
+    reason = sio.eio.reason.SERVER_DISCONNECT
+    for socket in list(sio.eio.sockets.values()):
+        await socket.close(wait=False, reason=reason)
+    await sio.shutdown()
 
 
 class ReplayGateMixin(AsyncManager):

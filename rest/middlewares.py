@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 from aiohttp import web
 from marshmallow import Schema, ValidationError
@@ -16,8 +17,13 @@ from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated
 
 log = logging.getLogger(__name__)
 
+_FRAME_ANCESTORS = re.compile(r"(?:^|;)\s*frame-ancestors([^;]*)", re.IGNORECASE)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_API_PREFIXES = ("/chat-widget/conversations", "/chat-widget/history/")
+PUBLIC_API_PREFIXES = (
+    "/chat-widget/conversations",
+    "/chat-widget/history/",
+    "/chat-widget/uploads",
+)
 
 
 def error_response(status: int, code: str, message: str, **extra) -> web.Response:
@@ -101,8 +107,16 @@ async def headers_middleware(request: web.Request, handler):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     if response.content_type == "text/html":
-        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        csp = response.headers.get("Content-Security-Policy", "")
+        framing = _FRAME_ANCESTORS.search(csp)
+        if framing is None:
+            # Not framable by other sites unless the page says who may frame it.
+            own = "frame-ancestors 'self'"
+            response.headers["Content-Security-Policy"] = f"{csp}; {own}" if csp else own
+        if framing is None or framing.group(1).strip() == "'self'":
+            response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        # A page that lets other sites frame it (the widget: its token's sites) gets no
+        # X-Frame-Options: browsers would apply SAMEORIGIN over the page's own list.
     if request.path.startswith("/api/"):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
@@ -153,6 +167,11 @@ async def load_json(request: web.Request, schema: Schema, optional: bool = False
     if not isinstance(data, dict):
         raise InvalidInput("The body must be a JSON object.")
     return _load(schema, data)
+
+
+def load_form(schema: Schema, fields: dict[str, str]) -> dict:
+    """Text fields of a multipart form, validated like a JSON body."""
+    return _load(schema, fields)
 
 
 def _load(schema: Schema, data: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Server-rendered HTML: the login form and the signed-in landing page.
+"""Server-rendered HTML: the login form (the inbox page is rest.handlers.inbox).
 
 Every page carries <meta name="csrf-token">; values are escaped, never interpolated raw.
 """
@@ -14,6 +14,7 @@ _BASE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="csrf-token" content="{csrf}">
 <title>{title}</title>
+<link rel="icon" href="data:,">
 <style>
 body {{ font: 15px/1.5 system-ui, sans-serif; background: #f4f5f7; margin: 0; }}
 main {{ max-width: 360px; margin: 12vh auto; background: #fff; padding: 28px 32px;
@@ -45,13 +46,3 @@ def login_page(csrf: str, error: str | None = None, email: str = "", next_url: s
 <button type="submit">Sign in</button>
 </form>"""
     return _BASE.format(csrf=escape(csrf), title="Sign in", body=body)
-
-
-def signed_in_page(csrf: str, user: dict) -> str:
-    body = f"""<h1>Signed in</h1>
-<p>{escape(user["display_name"])} &lt;{escape(user["email"])}&gt; &middot; {escape(user["role"])}</p>
-<form method="post" action="/auth/logout">
-<input type="hidden" name="csrf_token" value="{escape(csrf)}">
-<button type="submit">Sign out</button>
-</form>"""
-    return _BASE.format(csrf=escape(csrf), title="Inbox", body=body)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rest.handlers import admin, auth, conversations, health, widget
+from rest.handlers import admin, auth, conversations, health, uploads, widget, widget_page
+from rest.handlers import inbox as inbox_app
+from rest.widget_assets import WIDGET_ASSETS, WidgetAssets
 
 CONV = "/api/conversations/{conversation_id}"
 
@@ -22,6 +24,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/auth/logout", auth.logout)
     r.add_get("/inbox", auth.inbox)
     r.add_get("/api/me", auth.me)
+    r.add_get("/api/team", inbox_app.team)
+    r.add_static("/inbox/static/", inbox_app.INBOX_DIR, name=inbox_app.STATIC_ROUTE)
+    r.add_get("/inbox/vendor/{name}", inbox_app.vendor)
 
     r.add_get("/api/conversations/", conversations.list_conversations)
     r.add_get("/api/conversations", conversations.list_conversations)
@@ -41,3 +46,11 @@ def setup_routes(app: web.Application) -> None:
 
     r.add_post("/chat-widget/conversations", widget.open_conversation)
     r.add_get("/chat-widget/history/{conversation_id}", widget.history)
+
+    app[WIDGET_ASSETS] = WidgetAssets.load()
+    r.add_get("/chat-widget", widget_page.page)
+    r.add_get("/chat-widget/embed.js", widget_page.loader)
+    r.add_get("/chat-widget/assets/{name}", widget_page.asset)
+    r.add_post("/chat-widget/uploads", uploads.visitor_upload)
+    r.add_post("/api/uploads", uploads.agent_upload)
+    r.add_get("/uploads/{upload_id}/{filename}", uploads.serve_upload)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from realtime.schemas import UUID_RE
+from realtime.schemas import UUID_RE, Uuid
 
 Tag = fields.String(validate=validate.Length(min=1, max=50))
 
@@ -81,3 +81,24 @@ class CreateEmbedTokenSchema(Strict):
         load_default=list,
         validate=validate.Length(max=50),
     )
+
+
+class WidgetPageQuerySchema(Strict):
+    """GET /chat-widget: the guide's iframe parameters."""
+
+    embed_token = fields.String(required=True, validate=validate.Length(min=4, max=200))
+    session_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    customer_name = fields.String(load_default=None, validate=validate.Length(max=200))
+    title = fields.String(load_default="Chat with us", validate=validate.Length(min=1, max=100))
+
+
+class VisitorUploadSchema(Strict):
+    """The text fields of POST /chat-widget/uploads (the file comes in the field `file`)."""
+
+    embed_token = fields.String(required=True, validate=validate.Length(min=4, max=200))
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    conversation_id = Uuid(required=True)
+
+
+class AgentUploadSchema(Strict):
+    """POST /api/uploads carries only the field `file`."""

@@ -15,6 +15,8 @@ from server.services.orgs import OrgService
 from server.services.presence import MemoryPresenceStore, PresenceService, RedisPresenceStore
 from server.services.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.services.typing import TypingService
+from server.services.uploads import UploadService
+from server.services.widget import WidgetService
 from server.settings import Settings
 
 
@@ -30,6 +32,8 @@ class Services:
     conversations: ConversationService
     auth: AuthService
     orgs: OrgService
+    widget: WidgetService
+    uploads: UploadService
 
     async def start(self) -> None:
         await self.publisher.start()
@@ -58,6 +62,8 @@ def build_services(settings: Settings) -> Services:
     else:
         limiter = MemoryRateLimiter()
         presence_store = MemoryPresenceStore()
+    conversations = ConversationService(db)
+    widget = WidgetService(db, conversations)
     return Services(
         settings=settings,
         db=db,
@@ -66,7 +72,9 @@ def build_services(settings: Settings) -> Services:
         limiter=limiter,
         presence=PresenceService(presence_store, publisher),
         typing=TypingService(publisher, settings.typing_timeout_seconds),
-        conversations=ConversationService(db),
+        conversations=conversations,
         auth=AuthService(db, limiter, settings),
         orgs=OrgService(db),
+        widget=widget,
+        uploads=UploadService(settings.uploads_path, settings.upload_max_bytes, widget),
     )

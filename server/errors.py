@@ -63,3 +63,15 @@ class RateLimited(DomainError):
     def __init__(self, retry_after_ms: int, message: str | None = None) -> None:
         super().__init__(message, retry_after_ms=int(retry_after_ms))
         self.retry_after_ms = int(retry_after_ms)
+
+
+class PayloadTooLarge(DomainError):
+    code = "payload_too_large"
+    status = 413
+    default_message = "The upload is too large."
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+    status = 415
+    default_message = "This type of file is not accepted."

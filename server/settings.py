@@ -98,11 +98,19 @@ class Settings:
     gc_freeze: bool = True
     gc_gen0_threshold: int = 50_000
     demo_on_empty: bool = True
+    # Uploads (widget visitors and agents): the largest file, and where files are kept
+    # (default: <data_dir>/uploads).
+    upload_max_bytes: int = 10 * 1024 * 1024
+    upload_dir: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def uploads_path(self) -> Path:
+        return self.upload_dir if self.upload_dir is not None else self.data_dir / "uploads"
 
     @property
     def uses_sqlite(self) -> bool:
@@ -148,5 +156,7 @@ class Settings:
             gc_freeze=_bool(env, "CHATD_GC_FREEZE", True),
             gc_gen0_threshold=_int(env, "CHATD_GC_GEN0_THRESHOLD", 50_000, 100),
             demo_on_empty=_bool(env, "CHATD_DEMO", environment == "development"),
+            upload_max_bytes=_int(env, "CHATD_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, 1),
+            upload_dir=Path(env["CHATD_UPLOAD_DIR"]) if env.get("CHATD_UPLOAD_DIR") else None,
         )
         return settings

@@ -184,6 +184,22 @@ class OrgService:
             ).all()
         return [user_public(r) for r in rows]
 
+    async def team(self, actor: AgentActor) -> list[dict[str, Any]]:
+        """The actor's colleagues as the inbox shows them (names for the presence list).
+
+        Any role may read it: no email, nothing an admin listing adds. Scoped to the actor's
+        organization; ordered by display name.
+        """
+        async with self.db.read() as s:
+            rows = (
+                await s.execute(
+                    select(_U.c.id, _U.c.display_name, _U.c.role)
+                    .where(_U.c.organization_id == actor.organization_id)
+                    .order_by(_U.c.display_name, _U.c.id)
+                )
+            ).all()
+        return [{"id": r.id, "display_name": r.display_name, "role": r.role} for r in rows]
+
     async def create_user(
         self, actor: AgentActor, email: str, password: str, role: str, display_name: str | None
     ) -> dict[str, Any]:

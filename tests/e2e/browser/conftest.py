@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture
 async def browser():
-    assert Path(CHROMIUM).exists(), "Debian's chromium is required (apt-get install chromium)"
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required (apt-get install chromium)"  # noqa: ASYNC240
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b

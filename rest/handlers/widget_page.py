@@ -1,0 +1,111 @@
+"""The web embed: the loader (GET /chat-widget/embed.js), the widget page inside the iframe
+(GET /chat-widget) and the page's assets.
+
+The page is a server-rendered shell (widget_static/widget/index.html) around widget.js;
+every value put into it is HTML-escaped. Its errors are HTML pages too: it lives in an iframe,
+where a JSON error would be a blank box.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from aiohttp import web
+
+from rest.keys import SERVICES
+from rest.middlewares import load_query
+from rest.schemas import WidgetPageQuerySchema
+from rest.widget_assets import WIDGET_ASSETS, asset_response
+from server.errors import DomainError, NotFound
+
+_page_query = WidgetPageQuerySchema()
+
+# The loader's URL is in every customer's pages and cannot carry a version: short freshness,
+# then a cheap revalidation (ETag).
+LOADER_CACHE = "public, max-age=300, stale-while-revalidate=86400"
+VERSIONED_CACHE = "public, max-age=31536000, immutable"
+
+
+def page_csp(frame_ancestors: tuple[str, ...]) -> str:
+    """Only the page's own scripts and styles run (a message that slipped past textContent
+    still could not execute); images of rich messages may be on any http(s) host."""
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' https: http: data: blob:",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors " + " ".join(frame_ancestors),
+        )
+    )
+
+
+async def loader(request: web.Request) -> web.Response:
+    return asset_response(request, request.app[WIDGET_ASSETS].loader, LOADER_CACHE)
+
+
+async def asset(request: web.Request) -> web.Response:
+    found = request.app[WIDGET_ASSETS].files.get(request.match_info["name"])
+    if found is None:
+        raise NotFound("Not found.")
+    versioned = request.query.get("v") == found.version
+    return asset_response(request, found, VERSIONED_CACHE if versioned else "no-cache")
+
+
+async def page(request: web.Request) -> web.Response:
+    assets = request.app[WIDGET_ASSETS]
+    if assets.missing:
+        return _error_page(503, "The chat is not installed completely (run `npm ci`).")
+    try:
+        q = load_query(request, _page_query)
+        opened = await request.app[SERVICES].widget.open_page(
+            q["embed_token"], q["session_id"], (q["customer_name"] or "").strip() or None
+        )
+    except DomainError as err:
+        message = "This chat is not available." if err.status == 403 else err.message
+        return _error_page(err.status, message)
+    conversation = opened.conversation
+    values = {
+        "title": q["title"],
+        "conversation_id": conversation["id"],
+        "external_id": conversation["end_user"]["external_id"],
+        "customer_name": conversation["end_user"]["display_name"] or "",
+        "embed_token": q["embed_token"],
+        "upload_max_bytes": str(request.app[SERVICES].settings.upload_max_bytes),
+        "widget_css": assets.url("widget.css"),
+        "widget_js": assets.url("widget.js"),
+        "socket_io_js": assets.url("socket.io.min.js"),
+    }
+    html = assets.template
+    for key, value in values.items():
+        html = html.replace("{{" + key + "}}", escape(value, quote=True))
+    return web.Response(
+        text=html,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": page_csp(opened.frame_ancestors),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _error_page(status: int, message: str) -> web.Response:
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Chat</title>'
+        "<style>body{font:15px/1.5 system-ui,sans-serif;color:#344054;margin:0;display:flex;"
+        "align-items:center;justify-content:center;height:100vh;text-align:center;padding:24px;"
+        'box-sizing:border-box}</style></head><body><p role="alert">'
+        f"{escape(message)}</p></body></html>"
+    )
+    # Framable anywhere: the site owner sees the reason in the widget's box instead of a
+    # browser error; the page holds nothing and does nothing.
+    csp = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors *"
+    return web.Response(
+        text=html,
+        status=status,
+        content_type="text/html",
+        headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"},
+    )
