@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
 
     sio = create_sio(settings)
     sio.register_namespace(ChatNamespace(services))
-    services.publisher.bind(sio.emit)
+    services.publisher.bind(sio.emit, getattr(sio.manager, "flush_published", None))
     sio.attach(app)
     app[SIO] = sio
     app[OPEN_WEBSOCKETS] = weakref.WeakSet()

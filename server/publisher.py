@@ -3,7 +3,9 @@
 Once started, events go through one FIFO drained by one task: the order in which use cases
 publish is the order clients receive, and a use case (the message writer above all) does not
 wait for the fan-out to every recipient before it acks and takes the next batch. The queue is
-bounded: when fan-out falls behind, publishers wait (back-pressure) instead of memory growing.
+bounded: when fan-out falls behind, publishers wait (back-pressure) instead of memory growing,
+and the message writer's acks slow down to the pace of delivery. The bound is small on
+purpose: a deep queue only lets acks run seconds ahead of what recipients have seen.
 """
 
 from __future__ import annotations
@@ -19,17 +21,23 @@ from server.events import Event
 log = logging.getLogger(__name__)
 
 Emitter = Callable[..., Awaitable[Any]]
-MAX_PENDING = 20_000
+MAX_PENDING = 2_000
+# Events handed to the emitter between two yields to the event loop, so that the sockets'
+# writers get to send while a long backlog is drained.
+YIELD_EVERY = 64
 
 
 class Publisher:
     def __init__(self, emit: Emitter | None = None) -> None:
         self._emit = emit
+        self._flush_emitter: Callable[[], Awaitable[Any]] | None = None
         self._queue: asyncio.Queue[Event] | None = None
         self._task: asyncio.Task | None = None
 
-    def bind(self, emit: Emitter) -> None:
+    def bind(self, emit: Emitter, flush: Callable[[], Awaitable[Any]] | None = None) -> None:
+        """`flush` waits until what the emitter accepted has left the process (e.g. Redis)."""
         self._emit = emit
+        self._flush_emitter = flush
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(MAX_PENDING)
@@ -47,6 +55,8 @@ class Publisher:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = self._queue = None
+        if self._flush_emitter is not None:
+            await self._flush_emitter()
 
     async def publish(self, events: Iterable[Event]) -> None:
         if self._emit is None:
@@ -70,10 +80,19 @@ class Publisher:
         queue = self._queue
         while True:
             ev = await queue.get()
-            try:
-                await self._send(ev)
-            finally:
-                queue.task_done()
+            sent = 0
+            while True:
+                try:
+                    await self._send(ev)
+                finally:
+                    queue.task_done()
+                sent += 1
+                if sent % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+                try:
+                    ev = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
 
     async def _send(self, ev: Event) -> None:
         try:
