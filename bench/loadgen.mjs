@@ -75,6 +75,9 @@ async function openConversation(url, token, externalId) {
 }
 
 const uuid = () => crypto.randomUUID();
+const t00 = now();
+// Progress goes to stderr (the runner keeps it in its log); results go to stdout.
+const progress = (msg) => console.error(`[loadgen +${((now() - t00) / 1000).toFixed(1)}s] ${msg}`);
 
 // A pair: one visitor and one agent in a conversation; the agent also listens to its org queue.
 async function makePairs(nPairs, { withAgents = true } = {}) {
@@ -100,6 +103,7 @@ async function makePairs(nPairs, { withAgents = true } = {}) {
       const aJoin = await agent.emitWithAck("join_conversation", { conversation_id: conv });
       if (aJoin && aJoin.error) throw new Error(`agent join: ${JSON.stringify(aJoin.error)}`);
     }
+    if ((spec.i + 1) % 500 === 0) progress(`${spec.i + 1}/${nPairs} pairs connected`);
     return { conv, ext, visitor, agent, org: `org-${spec.orgIndex}`, lastSeq: 0 };
   });
 }
@@ -134,6 +138,14 @@ function watch(pairs, hist, counters) {
   }
 }
 
+// Failed sends are counted by error code, so that a run's failures can be explained.
+function fail(counters, ack) {
+  counters.failed++;
+  const code = ack.error.code || "unknown";
+  counters.failedCodes = counters.failedCodes || {};
+  counters.failedCodes[code] = (counters.failedCodes[code] || 0) + 1;
+}
+
 function cpuSnapshot() { return process.cpuUsage(); }
 
 // ---- scenarios ------------------------------------------------------------------------------
@@ -152,7 +164,7 @@ async function saturation() {
     while (running) {
       const t = now();
       const ack = await send(sock, payload(pair, who, t));
-      if (ack && ack.error) counters.failed++; else { counters.acked++; ackHist.add(now() - t); }
+      if (ack && ack.error) fail(counters, ack); else { counters.acked++; ackHist.add(now() - t); }
     }
   }
   const window = cfg.window || 1;
@@ -171,7 +183,7 @@ async function saturation() {
   return {
     scenario: "saturation", clients: pairs.length * 2, pairs: pairs.length, seconds: elapsed,
     msgs_per_s: acked / elapsed, deliveries_per_s: delivered / elapsed,
-    acked, failed: counters.failed, errors: counters.errors,
+    acked, failed: counters.failed, failed_codes: counters.failedCodes || {}, errors: counters.errors,
     deliver_latency_ms: hist.summary(), ack_latency_ms: ackHist.summary(),
   };
 }
@@ -197,7 +209,7 @@ async function steady() {
       const sock = who === "agent" ? pair.agent : pair.visitor;
       const t = now();
       pending.push(send(sock, payload(pair, who, t)).then((ack) => {
-        if (ack && ack.error) counters.failed++; else { counters.acked++; ackHist.add(now() - t); }
+        if (ack && ack.error) fail(counters, ack); else { counters.acked++; ackHist.add(now() - t); }
       }));
       sent++;
     }
@@ -211,6 +223,7 @@ async function steady() {
   const expected = counters.acked * 2;
   return {
     scenario: "steady", rate, seconds: elapsed, sent, acked: counters.acked, failed: counters.failed,
+    failed_codes: counters.failedCodes || {},
     delivered: counters.msgDelivered, expected, delivered_ratio: expected ? counters.msgDelivered / expected : 0,
     deliver_latency_ms: hist.summary(), ack_latency_ms: ackHist.summary(),
   };
@@ -245,7 +258,7 @@ async function storm() {
   const loops = senders.map(async (pair) => {
     while (running) {
       const ack = await send(pair.agent, payload(pair, "agent", now()));
-      if (ack && ack.error) counters.failed++; else counters.acked++;
+      if (ack && ack.error) fail(counters, ack); else counters.acked++;
       await sleep(cfg.sender_pause_ms);
     }
   });
@@ -257,6 +270,8 @@ async function storm() {
     pair.dropSeq = pair.lastSeq;
     seen.set(pair, new Map());
   }
+  progress(`${pairs.length} visitors dropped`);
+  console.log(JSON.stringify({ measuring: true }));
   await sleep(cfg.offline_ms);
   const t0 = now();
   const caughtUp = await pool(pairs, pairs.length, async (pair) => {
@@ -275,6 +290,7 @@ async function storm() {
     return now() - t0;
   });
   const caughtUpSeconds = Math.max(...caughtUp) / 1000;
+  progress(`every visitor caught up in ${caughtUpSeconds.toFixed(2)} s`);
   running = false;
   await Promise.all(loops);
   await sleep(1500);

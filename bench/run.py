@@ -175,11 +175,12 @@ class Target:
 def run_loadgen(cfg: dict, workdir: Path, on_ready=None) -> dict:
     path = workdir / f"cfg-{cfg['scenario']}-{cfg['run_id']}.json"
     path.write_text(json.dumps(cfg))
+    errlog = workdir / f"loadgen-{cfg['run_id']}.log"
     proc = subprocess.Popen(
         taskset("1") + ["node", str(BENCH / "loadgen.mjs"), str(path)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errlog.open("wb"),
         text=True,
     )
     result = None
@@ -194,7 +195,7 @@ def run_loadgen(cfg: dict, workdir: Path, on_ready=None) -> dict:
             result = data
     proc.wait()
     if proc.returncode != 0 or result is None:
-        raise RuntimeError(f"loadgen failed ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+        raise RuntimeError(f"loadgen failed ({proc.returncode}): {errlog.read_text()[-3000:]}")
     return result
 
 

@@ -50,6 +50,11 @@ async def error_middleware(request: web.Request, handler):
             exc.status, "http_error"
         )
         return error_response(exc.status, code, exc.reason)
+    except ConnectionResetError:
+        # The client went away mid-response (aiohttp's ClientConnectionResetError is one):
+        # nobody is left to answer, and it is not a server fault.
+        log.debug("client gone during %s %s", request.method, request.path)
+        raise
     except Exception:
         # Never render str(exception) of an unexpected error to a client.
         log.exception("unhandled error on %s %s", request.method, request.path)

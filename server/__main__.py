@@ -103,6 +103,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
         port=port,
         loop=loop,
         access_log=None,
+        # aiohttp's default of 128 pending connections overflows when thousands of widgets
+        # reconnect at once (a deploy, a network blip); the kernel caps it at somaxconn.
+        backlog=4096,
         print=lambda msg: print(msg, flush=True),
     )
 

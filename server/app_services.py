@@ -56,7 +56,13 @@ def build_services(settings: Settings) -> Services:
     db = Database(create_engine(settings.database_url), publisher)
     redis = None
     if settings.redis_url:
-        redis = aioredis.from_url(settings.redis_url)
+        # A blocking pool: a burst of concurrent sends (each one rate-limit call) queues for a
+        # connection instead of failing with "Too many connections".
+        redis = aioredis.Redis.from_pool(  # from_pool: closing the client closes the pool
+            aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+            )
+        )
         limiter: RateLimiter = RedisRateLimiter(redis)
         presence_store = RedisPresenceStore(redis, settings.presence_ttl_seconds)
     else:

@@ -95,6 +95,9 @@ class Settings:
     max_rich_media_bytes: int = 16_384
     max_http_buffer_size: int = 64 * 1024
     presence_ttl_seconds: float = 15.0
+    # Connections to Redis for rate limits and presence. Callers beyond this wait for a free
+    # connection instead of failing (redis-py's default pool refuses above 100).
+    redis_max_connections: int = 32
     gc_freeze: bool = True
     gc_gen0_threshold: int = 50_000
     demo_on_empty: bool = True
@@ -153,6 +156,7 @@ class Settings:
             max_rich_media_bytes=_int(env, "CHATD_MAX_RICH_MEDIA_BYTES", 16_384, 256),
             max_http_buffer_size=_int(env, "CHATD_MAX_HTTP_BUFFER_SIZE", 64 * 1024, 4096),
             presence_ttl_seconds=_float(env, "CHATD_PRESENCE_TTL_SECONDS", 15.0, 1.0),
+            redis_max_connections=_int(env, "CHATD_REDIS_MAX_CONNECTIONS", 32, 1),
             gc_freeze=_bool(env, "CHATD_GC_FREEZE", True),
             gc_gen0_threshold=_int(env, "CHATD_GC_GEN0_THRESHOLD", 50_000, 100),
             demo_on_empty=_bool(env, "CHATD_DEMO", environment == "development"),
