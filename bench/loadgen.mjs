@@ -174,6 +174,7 @@ async function saturation() {
   const start = now();
   for (const s of senders) for (let w = 0; w < window; w++) tasks.push(loop(s));
   await sleep(cfg.duration * 1000);
+  console.log(JSON.stringify({ measured: true }));
   running = false;
   const elapsed = (now() - start) / 1000;
   const acked = counters.acked, delivered = counters.delivered;
@@ -216,6 +217,7 @@ async function steady() {
     await sleep(1);
   }
   await Promise.all(pending);
+  console.log(JSON.stringify({ measured: true }));
   await sleep(2000);
   const elapsed = (now() - start) / 1000;
   close(pairs);
@@ -289,6 +291,7 @@ async function storm() {
     }
     return now() - t0;
   });
+  console.log(JSON.stringify({ measured: true }));
   const caughtUpSeconds = Math.max(...caughtUp) / 1000;
   progress(`every visitor caught up in ${caughtUpSeconds.toFixed(2)} s`);
   running = false;

@@ -189,7 +189,7 @@ def run_loadgen(cfg: dict, workdir: Path, on_ready=None) -> dict:
         if not line.startswith("{"):
             continue
         data = json.loads(line)
-        if (data.get("ready") or data.get("measuring")) and on_ready:
+        if (data.get("ready") or data.get("measuring") or data.get("measured")) and on_ready:
             on_ready(data)
         elif "scenario" in data:
             result = data
@@ -285,14 +285,20 @@ def run_one(name: str, args, target: Target, run_id: str, workdir: Path) -> dict
     before = target.stats()
     t0 = time.time()
     ready_stats: list = []
+    # CPU and wall time of the timed part only (not connection set-up or the final checks).
+    window: dict[str, tuple[float, list]] = {}
 
     def on_line(data):
         if data.get("ready"):
             time.sleep(2)  # let the last joins settle before reading RSS
             ready_stats.extend(target.stats())
-        elif data.get("measuring") and args.profile:
-            # Profile the timed part only, not the connection set-up.
-            profiled.extend(start_profiler(target, name, cfg.get("duration") or 10, workdir))
+        elif data.get("measuring"):
+            window["start"] = (time.time(), target.stats())
+            if args.profile:
+                # Profile the timed part only, not the connection set-up.
+                profiled.extend(start_profiler(target, name, cfg.get("duration") or 10, workdir))
+        elif data.get("measured"):
+            window["end"] = (time.time(), target.stats())
 
     result = run_loadgen(cfg, workdir, on_line)
     profiler, path = profiled if profiled else (None, None)
@@ -310,9 +316,12 @@ def run_one(name: str, args, target: Target, run_id: str, workdir: Path) -> dict
         grown = sum(r[1] for r in ready_stats) - sum(b[1] for b in before)
         result["kib_per_connection"] = round(grown / 1024 / max(1, result["connected"]), 1)
         result["server_rss_mib_ready"] = [round(r[1] / 2**20, 1) for r in ready_stats]
-    if name == "steady":
-        secs = result["seconds"]
-        result["server_cpu_pct"] = [round(100 * c / secs, 1) for c in result["server_cpu_s"]]
+    if "start" in window and "end" in window:
+        (t0w, s0), (t1w, s1) = window["start"], window["end"]
+        result["server_cpu_pct"] = [
+            round(100 * (b[0] - a[0]) / (t1w - t0w), 1) for a, b in zip(s0, s1, strict=True)
+        ]
+        result["server_rss_mib"] = [round(b[1] / 2**20, 1) for b in s1]
     return result
 
 
@@ -409,7 +418,7 @@ def render_markdown(meta: dict, results: list[dict]) -> str:
         lines += [
             "## Saturation",
             "",
-            "| target | run | clients | msgs/s | deliveries/s | ratio to bare (same procs) | ack p50 / p99 ms | server CPU s |",
+            "| target | run | clients | msgs/s | deliveries/s | ratio to bare (same procs) | ack p50 / p99 ms | server CPU % |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in sat:
@@ -420,7 +429,7 @@ def render_markdown(meta: dict, results: list[dict]) -> str:
             lines.append(
                 f"| {r['target']} | {r['repeat']} | {r['clients']} | {r['msgs_per_s']:.0f} | "
                 f"{r['deliveries_per_s']:.0f} | {ratio} | {ack.get('p50', 0):.1f} / {ack.get('p99', 0):.1f} | "
-                f"{r['server_cpu_s']} |"
+                f"{r.get('server_cpu_pct')} |"
             )
         lines.append("")
     st = [r for r in results if r["scenario"] == "steady"]

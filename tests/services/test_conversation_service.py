@@ -19,6 +19,7 @@ from models.base import new_id, utcnow
 from server.actors import AgentActor, EndUserActor
 from server.errors import Conflict, InvalidInput
 from server.services.conversations import NewMessage
+from server.services.message_writer import MessageWriter
 from tests.factories import PASSWORD, uid
 
 
@@ -374,3 +375,34 @@ async def test_add_user_with_an_existing_email_conflicts(factory, spelling):
         await orgs.add_user(org.org_id, spelling(org.owner_email), PASSWORD, "agent")
 
     assert await orgs.list_users(owner) == before
+
+
+async def test_a_retry_racing_its_original_on_another_writer_is_stored_once(scene):
+    """Two processes' writers: each looks for the retry before its transaction, neither sees
+    the other's uncommitted row, and the unique constraint refuses the second insert. The
+    loser must answer with the winner's message, not an error, and store nothing."""
+    db = scene.factory.services.db
+    writers = [MessageWriter(db), MessageWriter(db)]
+    for w in writers:
+        await w.start()
+    try:
+        for round_ in range(5):
+            cmid = f"raced-{round_}"
+            results = await asyncio.gather(
+                *(
+                    w.send(
+                        scene.visitor,
+                        NewMessage(scene.conversation_id, "once", client_message_id=cmid),
+                    )
+                    for w in writers
+                )
+            )
+            (a, a_new), (b, b_new) = results
+            assert a["id"] == b["id"] and a["seq"] == b["seq"]
+            assert sorted([a_new, b_new]) == [False, True]
+        stored = await scene.messages()
+        assert sorted(m.client_message_id for m in stored) == [f"raced-{i}" for i in range(5)]
+        assert sorted(m.seq for m in stored) == [1, 2, 3, 4, 5]
+    finally:
+        for w in writers:
+            await w.stop()
