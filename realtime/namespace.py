@@ -25,7 +25,7 @@ from server.services.conversations import REPLAY_BATCH, NewMessage
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientState:
     """What one socket is: maybe an agent (cookie), plus the conversations it joined."""
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 
 import orjson
 import socketio
 from aiohttp import WSCloseCode, web
 from aiohttp.web import WebSocketResponse
+from engineio import async_server as engineio_async_server
+from engineio import async_socket as engineio_async_socket
+from engineio import exceptions as engineio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket as EngineIOWebSocket
 from socketio import packet as sio_packet
@@ -58,16 +60,49 @@ class UncompressedWebSocket(EngineIOWebSocket):
             max_msg_size=self.server.max_http_buffer_size, compress=False
         )
         await self._sock.prepare(request)
-        open_websockets = request.app.get(OPEN_WEBSOCKETS)
-        if open_websockets is not None:
-            open_websockets.add(self._sock)
+        # Kept on the Engine.IO socket (the handler's owner), for closing it when the server
+        # stops: an attribute costs less per idle connection than a WeakSet entry.
+        self.handler.__self__.aiohttp_ws = self._sock
         self.environ = environ
         await self.handler(self)
         return self._sock
 
 
-# The websockets a server holds open, for closing them when it stops.
-OPEN_WEBSOCKETS = web.AppKey("open_websockets", weakref.WeakSet)
+class LeanAsyncSocket(engineio_async_socket.AsyncSocket):
+    """python-engineio's socket, waiting for outgoing packets without a task per wait.
+
+    The stock poll() wraps queue.get() in asyncio.wait_for, which on Python 3.11 starts a
+    task for every wait: each idle connection keeps one (with its timer and waiter) for as
+    long as it is idle, and each delivery creates and finishes one. asyncio.timeout (3.11+)
+    bounds the same wait in place. Behaviour is unchanged: the same timeout, QueueEmpty on
+    timeout or cancellation, and the same batching of what is queued.
+    """
+
+    async def poll(self):
+        try:
+            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                packets = [await self.queue.get()]
+            self.queue.task_done()
+        except (TimeoutError, asyncio.CancelledError):
+            raise engineio_exceptions.QueueEmpty() from None
+        if packets == [None]:
+            return []
+        while True:
+            try:
+                pkt = self.queue.get_nowait()
+                self.queue.task_done()
+                if pkt is None:
+                    self.queue.put_nowait(None)
+                    break
+                packets.append(pkt)
+            except asyncio.QueueEmpty:
+                break
+        return packets
+
+
+def use_lean_sockets() -> None:
+    """Make python-engineio's server create LeanAsyncSocket (it names the class directly)."""
+    engineio_async_server.async_socket.AsyncSocket = LeanAsyncSocket
 
 
 async def close_connections(app: web.Application, sio: socketio.AsyncServer) -> None:
@@ -79,8 +114,10 @@ async def close_connections(app: web.Application, sio: socketio.AsyncServer) -> 
     clients reconnect (to another process, or to this one restarted) and catch up with
     last_seq.
     """
-    for ws in list(app.get(OPEN_WEBSOCKETS, ())):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutting down")
+    for socket in list(sio.eio.sockets.values()):
+        ws = getattr(socket, "aiohttp_ws", None)
+        if ws is not None and not ws.closed:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutting down")
     # Not eio.disconnect(): it waits for each socket's writer to send the close packet, and
     # the writer of a websocket closed above is gone.
     reason = sio.eio.reason.SERVER_DISCONNECT
@@ -320,4 +357,5 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
     )
     # A copy: the driver table is module-level and shared by every server in the process.
     sio.eio._async = {**sio.eio._async, "websocket": UncompressedWebSocket}
+    use_lean_sockets()
     return sio

@@ -3,12 +3,10 @@ services, the Socket.IO server and the REST routes, and ties their lifecycles to
 
 from __future__ import annotations
 
-import weakref
-
 from aiohttp import web
 
 from realtime.namespace import ChatNamespace
-from realtime.server import OPEN_WEBSOCKETS, close_connections, create_sio
+from realtime.server import close_connections, create_sio
 from rest.keys import SERVICES, SIO
 from rest.middlewares import middlewares
 from rest.routes import setup_routes
@@ -27,7 +25,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     services.publisher.bind(sio.emit, getattr(sio.manager, "flush_published", None))
     sio.attach(app)
     app[SIO] = sio
-    app[OPEN_WEBSOCKETS] = weakref.WeakSet()
 
     setup_routes(app)
     app.cleanup_ctx.append(_services_ctx)
