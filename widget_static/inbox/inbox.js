@@ -921,8 +921,13 @@
     }
     state.busy = true;
     $('#send').disabled = true;
+    var sentType = $('#composer-type').value;
+    var sentText = $('#composer-text').value;
     send(payload)
       .then(function () {
+        // The visitor may see the message before our ack arrives; if the agent has already
+        // started the next message meanwhile, leave it alone.
+        if ($('#composer-type').value !== sentType || $('#composer-text').value !== sentText) return;
         $('#composer-text').value = '';
         setComposerType('text');
         $('#composer-text').focus();

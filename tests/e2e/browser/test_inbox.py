@@ -243,6 +243,7 @@ async def test_agent_answers_with_text_and_every_rich_type_and_the_visitor_recei
         await page.fill("#composer-text", "Choose an option:")
         await fill_rows(page, "#rich-editor", [("Yes", "yes"), ("No", "no")])
         await page.click("#send")
+        await expect(page.locator("#composer-type")).to_have_value("text")  # acked
         (quick,) = await visitor.wait_for("message_received", from_agent("quick_button"))
         assert quick["content"] == "Choose an option:"
         assert quick["rich_media"] == {
@@ -256,6 +257,7 @@ async def test_agent_answers_with_text_and_every_rich_type_and_the_visitor_recei
             page, "#rich-editor", [("Asia Pacific", "apac"), ("Europe", "eu"), ("Americas", "")]
         )
         await page.click("#send")
+        await expect(page.locator("#composer-type")).to_have_value("text")  # acked
         (dropdown,) = await visitor.wait_for("message_received", from_agent("dropdown"))
         assert dropdown["rich_media"] == {
             "placeholder": "-- pick one --",
@@ -276,6 +278,7 @@ async def test_agent_answers_with_text_and_every_rich_type_and_the_visitor_recei
         await cards.nth(1).locator(".card-title-input").fill("Business")
         await fill_rows(page, "#rich-editor .card-editor >> nth=1", [("Choose Business", "biz")])
         await page.click("#send")
+        await expect(page.locator("#composer-type")).to_have_value("text")  # acked
         (carousel,) = await visitor.wait_for("message_received", from_agent("carousel"))
         assert carousel["content"] == ""
         assert carousel["rich_media"] == {
@@ -670,6 +673,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.fill("#composer-text", "Was it the annual plan?")
             await fill_rows(page, "#rich-editor", [("Yes", "annual"), ("No", "monthly")])
             await page.click("#send")
+            await expect(page.locator("#composer-type")).to_have_value("text")  # acked
             await widget.locator(".cw-choice", has_text="Yes").click()
             await expect(inbox.messages().last.locator(".msg-text")).to_have_text("annual")
 
@@ -679,6 +683,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.fill("#dropdown-placeholder", "-- pick one --")
             await fill_rows(page, "#rich-editor", [("Visa", "visa"), ("Mastercard", "mc")])
             await page.click("#send")
+            await expect(page.locator("#composer-type")).to_have_value("text")  # acked
             await widget.locator(".cw-select").select_option("mc")
             await expect(inbox.messages().last.locator(".msg-text")).to_have_text("mc")
 
@@ -691,6 +696,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await card.locator(".card-image-input").fill(f"{image_host}/refund.png")
             await fill_rows(page, "#rich-editor .card-editor >> nth=0", [("Refund me", "refund")])
             await page.click("#send")
+            await expect(page.locator("#composer-type")).to_have_value("text")  # acked
             await widget.locator(".cw-card .cw-choice", has_text="Refund me").click()
             await expect(inbox.messages().last.locator(".msg-text")).to_have_text("refund")
 
