@@ -16,14 +16,12 @@ import orjson
 import socketio
 from aiohttp import WSCloseCode, web
 from aiohttp.web import WebSocketResponse
-from engineio import async_server as engineio_async_server
-from engineio import async_socket as engineio_async_socket
-from engineio import exceptions as engineio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket as EngineIOWebSocket
 from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
+from realtime.engine import use_lean_sockets
 from server.events import MESSAGE_RECEIVED
 from server.settings import Settings
 
@@ -66,43 +64,6 @@ class UncompressedWebSocket(EngineIOWebSocket):
         self.environ = environ
         await self.handler(self)
         return self._sock
-
-
-class LeanAsyncSocket(engineio_async_socket.AsyncSocket):
-    """python-engineio's socket, waiting for outgoing packets without a task per wait.
-
-    The stock poll() wraps queue.get() in asyncio.wait_for, which on Python 3.11 starts a
-    task for every wait: each idle connection keeps one (with its timer and waiter) for as
-    long as it is idle, and each delivery creates and finishes one. asyncio.timeout (3.11+)
-    bounds the same wait in place. Behaviour is unchanged: the same timeout, QueueEmpty on
-    timeout or cancellation, and the same batching of what is queued.
-    """
-
-    async def poll(self):
-        try:
-            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
-                packets = [await self.queue.get()]
-            self.queue.task_done()
-        except (TimeoutError, asyncio.CancelledError):
-            raise engineio_exceptions.QueueEmpty() from None
-        if packets == [None]:
-            return []
-        while True:
-            try:
-                pkt = self.queue.get_nowait()
-                self.queue.task_done()
-                if pkt is None:
-                    self.queue.put_nowait(None)
-                    break
-                packets.append(pkt)
-            except asyncio.QueueEmpty:
-                break
-        return packets
-
-
-def use_lean_sockets() -> None:
-    """Make python-engineio's server create LeanAsyncSocket (it names the class directly)."""
-    engineio_async_server.async_socket.AsyncSocket = LeanAsyncSocket
 
 
 async def close_connections(app: web.Application, sio: socketio.AsyncServer) -> None:
