@@ -8,7 +8,8 @@ and its timings exactly and drops the extra objects:
 
 - OutgoingQueue: the subset of asyncio.Queue python-engineio calls, on a list;
 - the ping is a timer handle instead of a sleeping task;
-- reads and polls are bounded with asyncio.timeout in place instead of wait_for + a task.
+- reads and polls are bounded with asyncio.timeout in place instead of wait_for + a task;
+- a broadcast packet is encoded once for all its recipients (EncodedPacket).
 
 python-engineio names its socket class directly and offers no hook, so use_lean_sockets()
 swaps the class it instantiates. The overridden methods follow python-engineio 4.x (pinned in
@@ -24,6 +25,23 @@ from engineio import async_server as engineio_async_server
 from engineio import async_socket as engineio_async_socket
 from engineio import exceptions as engineio_exceptions
 from engineio import packet as eio_packet
+
+
+class EncodedPacket(eio_packet.Packet):
+    """A packet encoded once, for every recipient of a broadcast.
+
+    python-engineio encodes each queued packet again for each socket that sends it; a message
+    fanned out to a conversation and an org queue was encoded some twenty times.
+    """
+
+    def __init__(self, packet_type, data) -> None:
+        super().__init__(packet_type, data)
+        self._encoded = super().encode()
+
+    def encode(self, b64=False):
+        if b64 and self.binary:
+            return super().encode(b64=True)
+        return self._encoded
 
 
 class OutgoingQueue:
@@ -120,11 +138,20 @@ class LeanAsyncSocket(engineio_async_socket.AsyncSocket):
         self.queue = OutgoingQueue()
         self._ping_handle: asyncio.TimerHandle | None = None
 
-    async def poll(self):
-        """Wait for packets to send; the same timeout, QueueEmpty and batching as the stock."""
+    async def poll(self, bounded: bool = True):
+        """Wait for packets to send; the same timeout, QueueEmpty and batching as the stock.
+
+        The websocket writer waits unbounded: a ping is queued every ping_interval while the
+        socket lives, and when it ends the reader (whose reads are bounded) queues the end
+        marker. A timer per wait cost a Timeout, a timer handle and its cancellation for every
+        delivery.
+        """
         queue = self.queue
         try:
-            async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+            if bounded:
+                async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                    first = await queue.get()
+            else:
                 first = await queue.get()
         except (TimeoutError, asyncio.CancelledError):
             raise engineio_exceptions.QueueEmpty() from None
@@ -209,17 +236,23 @@ class LeanAsyncSocket(engineio_async_socket.AsyncSocket):
             self.connected = True
             self.upgraded = True
 
+        # Frames go straight to aiohttp's websocket (python-engineio's wrapper checks whether
+        # the send method is a coroutine function on every frame).
+        sock = ws._sock
+        send_str, send_bytes = sock.send_str, sock.send_bytes
+
         async def writer():
             while True:
                 try:
-                    packets = await self.poll()
+                    packets = await self.poll(bounded=False)
                 except engineio_exceptions.QueueEmpty:
                     break
                 if not packets:
                     break  # the end marker: the connection is closing
                 try:
                     for pkt in packets:
-                        await ws.send(pkt.encode())
+                        data = pkt.encode()
+                        await (send_bytes(data) if isinstance(data, bytes) else send_str(data))
                 except Exception:  # noqa: BLE001 - as the stock: a failed send ends the writer
                     break
             await ws.close()

@@ -21,7 +21,7 @@ from engineio.async_drivers.aiohttp import WebSocket as EngineIOWebSocket
 from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
-from realtime.engine import use_lean_sockets
+from realtime.engine import EncodedPacket, use_lean_sockets
 from server.events import MESSAGE_RECEIVED
 from server.settings import Settings
 
@@ -208,7 +208,7 @@ class ReplayGateMixin(AsyncManager):
         ).encode()
         if not isinstance(encoded, list):
             encoded = [encoded]
-        eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
+        eio_pkts = [EncodedPacket(eio_packet.MESSAGE, p) for p in encoded]
         eio = self.server.eio
         for eio_sid in recipients:
             socket = eio.sockets.get(eio_sid)

@@ -12,7 +12,7 @@ import pytest
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
-from realtime.engine import LeanAsyncSocket, OutgoingQueue
+from realtime.engine import EncodedPacket, LeanAsyncSocket, OutgoingQueue
 from rest.keys import SIO
 
 # --- the queue -------------------------------------------------------------------------------
@@ -160,3 +160,10 @@ async def test_an_idle_websocket_costs_no_task_beyond_its_reader_and_writer(serv
         for ws in [first, *sockets]:
             await ws.close()
     assert len(new) <= 3 * n, sorted(str(t.get_coro()) for t in new)
+
+
+def test_an_encoded_packet_encodes_as_python_engineio_does():
+    for data in ('2["message_received",{"seq":1}]', b"\x00\x01binary"):
+        ours, theirs = EncodedPacket(eio_packet.MESSAGE, data), msg(data)
+        assert ours.encode() == theirs.encode()
+        assert ours.encode(b64=True) == theirs.encode(b64=True)  # long-polling's encoding
