@@ -15,6 +15,7 @@ import itertools
 import uuid
 from datetime import UTC, datetime
 
+import redis.asyncio as aioredis
 import socketio
 import uvloop
 from aiohttp import web
@@ -22,9 +23,27 @@ from aiohttp import web
 from realtime.server import UncompressedWebSocket, _OrjsonModule
 
 
+class PooledRedisManager(socketio.AsyncRedisManager):
+    """python-socketio's Redis manager on a blocking pool, as the platform's.
+
+    With redis-py's default pool, a burst of concurrent emits opens connections until the
+    pool's limit (100) and then fails ("Cannot publish to redis... retrying"): the 2-process
+    ceiling measured redis-py's default, not python-socketio. The platform waits for a pooled
+    connection instead (CHATD_REDIS_MAX_CONNECTIONS); the ceiling gets the same pool.
+    """
+
+    def _redis_connect(self):
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.redis_url, max_connections=32, timeout=10
+        )
+        self.redis = aioredis.Redis(connection_pool=pool)
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+
+
 def build(redis_url: str | None) -> web.Application:
     manager = (
-        socketio.AsyncRedisManager(redis_url, channel="chatd-bare", json=_OrjsonModule)
+        PooledRedisManager(redis_url, channel="chatd-bare", json=_OrjsonModule)
         if redis_url
         else None
     )

@@ -451,16 +451,20 @@ def render_markdown(meta: dict, results: list[dict]) -> str:
         lines.append("")
     idle = [r for r in results if r["scenario"] == "idle"]
     if idle:
+        bare_idle = [r["kib_per_connection"] for r in idle if r["target"] == "bare-1"]
+        bare_kib = sum(bare_idle) / len(bare_idle) if bare_idle else None
         lines += [
             "## Idle",
             "",
-            "| target | run | connected | KiB per connection | RSS MiB |",
-            "|---|---|---|---|---|",
+            "| target | run | connected | KiB per connection | ratio to bare-1 | RSS MiB |",
+            "|---|---|---|---|---|---|",
         ]
         for r in idle:
+            kib = r.get("kib_per_connection")
+            ratio = f"{kib / bare_kib:.2f}" if bare_kib and kib else "n/a"
             lines.append(
                 f"| {r['target']} | {r['repeat']} | {r['connected']} | "
-                f"{r.get('kib_per_connection')} | {r.get('server_rss_mib_ready')} |"
+                f"{kib} | {ratio} | {r.get('server_rss_mib_ready')} |"
             )
         lines.append("")
     storm = [r for r in results if r["scenario"] == "storm"]
@@ -477,6 +481,17 @@ def render_markdown(meta: dict, results: list[dict]) -> str:
                 f"{r['messages_checked']} | {r['missed']} | {r['duplicates']} |"
             )
         lines.append("")
+    profiled = [r for r in results if r.get("profile")]
+    if profiled:
+        lines += ["## Profiles (py-spy, own time, top 12)", ""]
+        for r in profiled:
+            p = r["profile"]
+            lines.append(
+                f"{r['target']} {r['scenario']} run {r['repeat']} ({p['samples']} samples):"
+            )
+            lines.append("")
+            lines += [f"    {pct:5.1f}%  {name}" for name, pct in p["own"][:12]]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -510,7 +525,8 @@ def plot(results: list[dict], path: Path) -> None:
     ax2.set_xticks([x + 0.4 - width / 2 for x in range(3)], pct)
     ax2.set_yscale("log")
     ax2.set_title("Steady: send→deliver latency (ms)")
-    ax2.legend(fontsize=7)
+    if st:
+        ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
