@@ -37,10 +37,17 @@ class InboxPage:
             "response",
             lambda r: self.errors.append(f"{r.status} {r.url}") if r.status >= 400 else None,
         )
-        page.on(
-            "console",
-            lambda msg: self.errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-        )
+        self.cut = False
+        page.on("console", self._console)
+
+    # Chromium logs this when a send races a close; after cut_websockets it is the dropped
+    # network speaking, not the inbox.
+    CUT_NOISE = "WebSocket is already in CLOSING or CLOSED state."
+
+    def _console(self, msg) -> None:
+        if msg.type != "error" or (self.cut and msg.text == self.CUT_NOISE):
+            return
+        self.errors.append(f"console: {msg.text}")
 
     async def route_websocket(self, route: WebSocketRoute) -> None:
         self.routes.append((route, route.connect_to_server()))
@@ -49,6 +56,7 @@ class InboxPage:
         """Close both ends of every open websocket, as a dropped network would."""
         routes, self.routes = self.routes, []
         assert routes, "no websocket to cut"
+        self.cut = True
         for to_page, to_server in routes:
             await to_server.close()
             await to_page.close(code=1001, reason="cut by the test")
