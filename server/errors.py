@@ -75,3 +75,57 @@ class UnsupportedMediaType(DomainError):
     code = "unsupported_media_type"
     status = 415
     default_message = "This type of file is not accepted."
+
+
+class Unavailable(DomainError):
+    """A service the platform depends on (the database, Redis) does not answer right now.
+
+    Retryable: the request changed nothing, and the same request may succeed after
+    `retry_after_ms`. REST renders it as 503 with Retry-After; Socket.IO as the ack
+    {"error": {"code": "unavailable", "retry_after_ms"}}.
+    """
+
+    code = "unavailable"
+    status = 503
+    default_message = "The service is temporarily unavailable; retry shortly."
+
+    def __init__(self, retry_after_ms: int = 1000, message: str | None = None) -> None:
+        super().__init__(message, retry_after_ms=int(retry_after_ms))
+        self.retry_after_ms = int(retry_after_ms)
+
+
+def infrastructure_error(exc: BaseException) -> Unavailable | None:
+    """An Unavailable for an exception that means "the database or Redis is unreachable",
+    else None (a real bug stays an internal error).
+
+    Recognised: SQLAlchemy's disconnect-flavoured DBAPI errors and pool time-outs, psycopg's
+    OperationalError, redis-py's connection and time-out errors, and OS-level connection
+    errors.
+    """
+    # Imported here: the core's error module stays free of driver imports at load time.
+    import psycopg
+    import redis.exceptions as redis_exc
+    from sqlalchemy import exc as sa_exc
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, sa_exc.DBAPIError) and cur.connection_invalidated:
+            return Unavailable()
+        if isinstance(cur, sa_exc.TimeoutError | sa_exc.DisconnectionError):
+            return Unavailable()
+        if isinstance(cur, sa_exc.OperationalError | psycopg.OperationalError):
+            return Unavailable()
+        if isinstance(cur, redis_exc.ConnectionError | redis_exc.TimeoutError):
+            return Unavailable()
+        if isinstance(cur, ConnectionError | TimeoutError):
+            return Unavailable()
+        if isinstance(cur, OSError) and cur.errno is not None:
+            import errno
+
+            if cur.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH,
+                             errno.ENETUNREACH, errno.ETIMEDOUT, errno.EPIPE):
+                return Unavailable()
+        cur = cur.__cause__ or cur.__context__
+    return None

@@ -65,3 +65,33 @@ async def factory(server):
 @pytest.fixture
 def uses_redis(base_settings: Settings) -> bool:
     return base_settings.redis_url is not None
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis of the test's own on a free port, for outages: `.stop()`, `.start()`."""
+    from tests.e2e.services import PrivateRedis
+
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(scope="session")
+def private_pg_cluster(tmp_path_factory):
+    """A PostgreSQL cluster of the suite's own on a free port (initdb once per run), for
+    outages and restarts; tests take a fresh database with `.create_database()`."""
+    from tests.e2e.services import PrivatePostgres
+
+    pg = PrivatePostgres(tmp_path_factory.mktemp("pg"))
+    pg.start()
+    yield pg
+    pg.destroy()
+
+
+@pytest.fixture
+def private_pg(private_pg_cluster):
+    """The private cluster, running when the test starts (a test may stop or restart it)."""
+    private_pg_cluster.start_if_stopped()
+    return private_pg_cluster
