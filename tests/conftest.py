@@ -95,3 +95,11 @@ def private_pg(private_pg_cluster):
     """The private cluster, running when the test starts (a test may stop or restart it)."""
     private_pg_cluster.start_if_stopped()
     return private_pg_cluster
+
+
+@pytest.fixture
+def single_pass():
+    """For tests that bring their own servers (private PostgreSQL and Redis, browsers): CI
+    runs the suite twice, and these run in the first pass only (DATABASE_URL unset)."""
+    if os.environ.get("DATABASE_URL"):
+        pytest.skip("runs once, in the embedded-default pass (it starts its own services)")
