@@ -25,7 +25,9 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-async def browser():
+async def browser(single_pass):
+    """Browser tests run once per CI run (the embedded-default pass): what a person sees does
+    not depend on the backend, and the server paths they drive are covered on both."""
     assert Path(CHROMIUM).exists(), "Debian's chromium is required (apt-get install chromium)"  # noqa: ASYNC240
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
