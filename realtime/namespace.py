@@ -18,7 +18,13 @@ from realtime import schemas
 from server import rooms
 from server.actors import AgentActor, EndUserActor
 from server.app_services import Services
-from server.errors import DomainError, InvalidInput, NotAuthenticated, RateLimited
+from server.errors import (
+    DomainError,
+    InvalidInput,
+    NotAuthenticated,
+    RateLimited,
+    infrastructure_error,
+)
 from server.events import ERROR
 from server.services.conversations import REPLAY_BATCH, NewMessage
 
@@ -67,13 +73,17 @@ class ChatNamespace(socketio.AsyncNamespace):
     # ---- plumbing -----------------------------------------------------------------------
 
     async def trigger_event(self, event: str, *args):
-        """Every client event goes through here: one place validates and renders errors."""
+        """Every client event goes through here: one place validates and renders errors.
+
+        (ChatServer has already refused frames that are not events, and reserved names: a
+        "connect" or "disconnect" here comes from the server itself.)
+        """
         if event in ("connect", "disconnect"):
             return await super().trigger_event(event, *args)
         sid = args[0]
-        handler = getattr(self, "on_" + event, None)
-        schema = self.schemas.get(event)
         try:
+            handler = getattr(self, "on_" + event, None) if isinstance(event, str) else None
+            schema = self.schemas.get(event) if handler is not None else None
             if handler is None or schema is None:
                 raise InvalidInput(f"Unknown event {event!r}.")
             payload = args[1] if len(args) > 1 else None
@@ -90,12 +100,17 @@ class ChatNamespace(socketio.AsyncNamespace):
                 raise NotAuthenticated("Not connected.")
             return await handler(sid, state, data)
         except DomainError as err:
-            await self.emit(ERROR, {"message": err.message}, to=sid)
-            return {"error": err.to_dict()}
-        except Exception:
-            log.exception("socket handler %s failed", event)
-            await self.emit(ERROR, {"message": "Internal error."}, to=sid)
-            return {"error": {"code": "internal_error", "message": "Internal error."}}
+            refusal = err
+        except Exception as exc:
+            refusal = infrastructure_error(exc)
+            if refusal is None:
+                log.exception("socket handler %s failed", event)
+                await self.emit(ERROR, {"message": "Internal error."}, to=sid)
+                return {"error": {"code": "internal_error", "message": "Internal error."}}
+            # The database or Redis is down: retryable, and nothing was changed.
+            log.warning("socket handler %s: service unavailable: %r", event, exc)
+        await self.emit(ERROR, {"message": refusal.message}, to=sid)
+        return {"error": refusal.to_dict()}
 
     async def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
         request = environ.get("aiohttp.request")
@@ -267,8 +282,13 @@ def _str_keys(messages: Any) -> Any:
     """marshmallow keys list errors by index ({"buttons": {0: ...}}); the socket's JSON
     encoder (orjson) refuses int keys, which lost the whole ack."""
     if isinstance(messages, dict):
-        return {str(k): _str_keys(v) for k, v in messages.items()}
+        return {_printable(str(k)): _str_keys(v) for k, v in messages.items()}
     return messages
+
+
+def _printable(key: str) -> str:
+    # A field name is the client's text: one that UTF-8 cannot carry is shown escaped.
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _summary(messages: Any) -> str:

@@ -1,7 +1,11 @@
 """marshmallow schemas for every client-to-server Socket.IO event.
 
 Unknown fields are refused; every string and list has a size limit; rich_media is checked
-against the shape its content_type calls for (integration guide, Rich Media Types).
+against the shape its content_type calls for (integration guide, Rich Media Types). Before
+any field is looked at, the whole payload must be something every backend can store
+(server/validation.py): no NUL or lone surrogate in any key or string, no binary
+attachment, no integer beyond 2^53, no deep nesting. One check for every event, field and
+nested key, so a new field cannot forget it.
 """
 
 from __future__ import annotations
@@ -9,9 +13,18 @@ from __future__ import annotations
 import re
 
 import orjson
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+    validates_schema,
+)
 
 from models.conversations import CONTENT_TYPES
+from server.validation import MAX_INT, first_unstorable, unstorable_reason
 
 # \Z, not $: "$" also matches before a trailing newline, letting "<uuid>\n" through.
 UUID_RE = re.compile(
@@ -44,7 +57,31 @@ def Url(**kwargs):  # noqa: N802
     return fields.String(validate=[validate.Length(min=1, max=2048), _url], **kwargs)
 
 
-class Strict(Schema):
+class StorableInput(Schema):
+    """Refuses, per top-level field, what no backend can store, wherever it sits in the
+    payload. Runs before the fields, so no field, nested schema or error message ever sees
+    such a value (an error message that echoed a lone surrogate could not even be sent)."""
+
+    @pre_load
+    def _refuse_unstorable(self, data, **_kwargs):
+        if not isinstance(data, dict):
+            return data
+        errors: dict[str, list[str]] = {}
+        for key, value in data.items():
+            if not isinstance(key, str) or unstorable_reason(key):
+                errors.setdefault("_schema", []).append(
+                    "Field names must be valid Unicode without NUL characters."
+                )
+                continue
+            reason = first_unstorable(value, depth=1)
+            if reason:
+                errors[key] = [reason]
+        if errors:
+            raise ValidationError(errors)
+        return data
+
+
+class Strict(StorableInput):
     class Meta:
         unknown = RAISE
 
@@ -157,8 +194,9 @@ class JoinConversationSchema(Strict):
     external_id = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=255)
     )
+    # Seqs are 32-bit in the database: a larger last_seq is a client bug, not a query.
     last_seq = fields.Integer(
-        load_default=None, allow_none=True, strict=True, validate=validate.Range(min=0)
+        load_default=None, allow_none=True, strict=True, validate=validate.Range(min=0, max=MAX_INT)
     )
 
 

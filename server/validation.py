@@ -8,6 +8,7 @@ the other stores, and nothing reaches a database that it cannot take.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -18,6 +19,9 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_INT = 2**31 - 1
 # Deepest JSON nesting accepted in a request body (rich_media needs 4).
 MAX_JSON_DEPTH = 32
+# Largest magnitude of an integer inside a stored JSON value: beyond 2^53 the widget and the
+# inbox (JavaScript numbers) would read another number than the one stored.
+MAX_JSON_INT = 2**53 - 1
 
 
 def unstorable_reason(value: str) -> str | None:
@@ -31,25 +35,37 @@ def unstorable_reason(value: str) -> str | None:
 
 
 def first_unstorable(value: Any, depth: int = 0) -> str | None:
-    """The reason the first unstorable string (key or value) in a JSON value is refused,
-    or too deep a nesting; None when all of it can be stored."""
+    """The reason the first unstorable part of a JSON value is refused, or None when all of
+    it can be stored: a string (key or value) with NUL or a lone surrogate, nesting deeper
+    than MAX_JSON_DEPTH, an integer beyond MAX_JSON_INT, a non-finite number, or anything
+    JSON has no type for (bytes: a Socket.IO binary attachment)."""
     if depth > MAX_JSON_DEPTH:
         return f"Nested deeper than {MAX_JSON_DEPTH} levels."
+    if value is None or isinstance(value, bool):
+        return None
     if isinstance(value, str):
         return unstorable_reason(value)
+    if isinstance(value, int):
+        return None if -MAX_JSON_INT <= value <= MAX_JSON_INT else "Integer out of range."
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "Must be a finite number."
     if isinstance(value, dict):
         for k, v in value.items():
-            reason = (unstorable_reason(k) if isinstance(k, str) else None) or first_unstorable(
-                v, depth + 1
-            )
+            if not isinstance(k, str):
+                return "Object keys must be strings."
+            reason = unstorable_reason(k) or first_unstorable(v, depth + 1)
             if reason:
                 return reason
-    elif isinstance(value, list | tuple):
+        return None
+    if isinstance(value, list | tuple):
         for v in value:
             reason = first_unstorable(v, depth + 1)
             if reason:
                 return reason
-    return None
+        return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "Binary data is not accepted here."
+    return "Not a JSON value."
 
 
 def json_depth_exceeds(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:

@@ -7,6 +7,10 @@ and on a busy server they are most of a message's cost (docs/benchmarks.md).
 
 One writer task per process drains a queue; while it commits a batch the next one gathers,
 so the batch size follows the load: one message when idle, many under pressure.
+
+One message's failure never fails another's: when a batch's transaction fails, for any
+reason but an unreachable database, its messages are written again one by one and only the
+failing one's sender gets the error.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from models.base import new_id, utcnow
 from server import events
 from server.actors import Actor, AgentActor
 from server.db import Database
-from server.errors import Forbidden, NotFound
+from server.errors import Forbidden, NotFound, infrastructure_error
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +191,11 @@ class MessageWriter:
             try:
                 await self._write(batch)
             except Exception as exc:  # the batch failed as a whole: tell every sender
-                log.exception("message batch of %d failed", len(batch))
+                if infrastructure_error(exc) is not None:
+                    log.warning("message batch of %d failed: database unavailable (%r)",
+                                len(batch), exc)
+                else:
+                    log.exception("message batch of %d failed", len(batch))
                 for item in batch:
                     if item.result is None and item.error is None:
                         item.error = exc
@@ -198,27 +206,38 @@ class MessageWriter:
                     queue.task_done()
 
     async def _write(self, batch: list[_Item]) -> None:
-        await self._resolve_retries(batch)
-        pending = [i for i in batch if i.result is None and i.error is None]
-        if not pending:
-            return
         try:
-            await self._store(pending)
-        except (IntegrityError, psycopg.IntegrityError):
-            # A retry raced its original on another connection (the unique client_message_id
-            # refused it) and the whole transaction rolled back: redo one by one, so that
-            # only the duplicate is answered with its original.
-            if len(pending) == 1:
-                item = pending[0]
-                await self._resolve_retries(pending)
-                if item.result is None:
-                    raise
-                return
-            for item in pending:
+            await self._resolve_retries(batch)
+            pending = [i for i in batch if i.result is None and i.error is None]
+            if pending:
+                await self._store(pending)
+        except Exception as exc:
+            todo = [i for i in batch if i.result is None]
+            if len(todo) <= 1:
+                if todo and isinstance(exc, IntegrityError | psycopg.IntegrityError):
+                    # A retry raced its original on another connection (the unique
+                    # client_message_id refused it): answer it with the original.
+                    await self._resolve_retries(todo)
+                    if todo[0].result is not None:
+                        return
+                raise
+            if infrastructure_error(exc) is not None:
+                # The database is unreachable: every message would fail alone too, each
+                # after its own wait. Every sender is told at once (and may retry).
+                raise
+            # One message the database refused (a value it cannot store, a racing retry)
+            # rolled back the transaction for all: write them one by one, so that only that
+            # message's sender gets the error. Queue order, hence seq order, is kept.
+            log.warning(
+                "message batch of %d failed (%s: %s); writing its messages one by one",
+                len(todo), type(exc).__name__, exc,
+            )
+            for item in todo:
+                item.error = None
                 try:
                     await self._write([item])
-                except Exception as exc:  # noqa: BLE001 - reported to that sender only
-                    item.error = exc
+                except Exception as item_exc:  # noqa: BLE001 - reported to that sender only
+                    item.error = item_exc
 
     async def _resolve_retries(self, batch: list[_Item]) -> None:
         """Answer retries of stored messages with the original; store nothing for them."""

@@ -2,15 +2,32 @@
 
 A sliding log (not a fixed window) so that a burst across a window edge cannot double the
 allowance. Redis keys expire with the window, so a dead process leaves nothing behind.
+
+Without Redis the limits still hold, per process. While Redis does not answer,
+RedisRateLimiter counts in a MemoryRateLimiter of its own process instead of failing the
+request: sends and logins keep working through a Redis outage, each process enforcing the
+configured limit on what it sees. With N processes a client could get up to N times the
+limit for as long as the outage lasts (a sticky balancer keeps a client on one process, so
+in practice it is about the same limit). Counts do not carry over in either direction
+when Redis comes back. Failing closed (refusing every send) would turn a Redis outage into
+a chat outage; failing open (no limit) would make the outage the moment to abuse. The
+outage is logged once when it starts and once when it ends, and Redis is probed again at
+most every PROBE_INTERVAL_S, so an unreachable Redis does not cost every call a connect
+attempt.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
 from collections import deque
 from typing import Protocol
+
+from server.errors import infrastructure_error
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter(Protocol):
@@ -89,17 +106,41 @@ return 0
 
 
 class RedisRateLimiter:
+    PROBE_INTERVAL_S = 1.0
+
     def __init__(self, redis, prefix: str = "chatd:rl:") -> None:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_SLIDING_LOG)
+        self._fallback = MemoryRateLimiter()
+        # monotonic time before which Redis is not asked again; None while Redis answers
+        self._down_until: float | None = None
 
     async def _run(self, key: str, limit: int, window_s: float, record: bool) -> int:
-        result = await self._script(
-            keys=[self._prefix + key],
-            args=[int(window_s * 1000), limit, uuid.uuid4().hex, "1" if record else "0"],
-        )
+        if self._down_until is not None and time.monotonic() < self._down_until:
+            return await self._local(key, limit, window_s, record)
+        try:
+            result = await self._script(
+                keys=[self._prefix + key],
+                args=[int(window_s * 1000), limit, uuid.uuid4().hex, "1" if record else "0"],
+            )
+        except Exception as exc:
+            if infrastructure_error(exc) is None:
+                raise
+            if self._down_until is None:
+                log.warning("redis unavailable (%r): rate limits are per process until it "
+                            "answers again", exc)
+            self._down_until = time.monotonic() + self.PROBE_INTERVAL_S
+            return await self._local(key, limit, window_s, record)
+        if self._down_until is not None:
+            log.warning("redis answers again: rate limits are shared again")
+            self._down_until = None
         return int(result)
+
+    async def _local(self, key: str, limit: int, window_s: float, record: bool) -> int:
+        if record:
+            return await self._fallback.hit(key, limit, window_s)
+        return await self._fallback.blocked_for(key, limit, window_s)
 
     async def hit(self, key: str, limit: int, window_s: float) -> int:
         return await self._run(key, limit, window_s, True)
@@ -108,4 +149,10 @@ class RedisRateLimiter:
         return await self._run(key, limit, window_s, False)
 
     async def reset(self, key: str) -> None:
-        await self._redis.delete(self._prefix + key)
+        await self._fallback.reset(key)
+        try:
+            await self._redis.delete(self._prefix + key)
+        except Exception as exc:
+            if infrastructure_error(exc) is None:
+                raise
+            # Nothing to reset in a Redis that is down; its key expires with its window.
