@@ -56,6 +56,8 @@ class ClientState:
     session_key: str | None = None
     # The embed token the handshake presented (the widget passes it in `auth`).
     embed_token_id: str | None = None
+    # ... or the token itself, when the database could not check it at the handshake.
+    unchecked_embed_token: str | None = None
     # The browser Origin, when it is not the server's own.
     origin: str | None = None
     # conversation_id -> what the end-user check found (organization, embed token)
@@ -196,7 +198,16 @@ class ChatNamespace(socketio.AsyncNamespace):
         if embed_token is not None:
             # A visitor's socket (the widget). The browser may also hold an agent's cookie
             # (the widget page is on our origin); that does not make this socket an agent's.
-            token = await self.svc.widget.handshake_token(embed_token, state.origin)
+            try:
+                token = await self.svc.widget.handshake_token(embed_token, state.origin)
+            except Exception as exc:
+                if infrastructure_error(exc) is None:
+                    raise
+                # The database is down. A refused widget socket is never retried by the
+                # browser client, so accept it; the token is checked before its first
+                # visitor event (_actor), which needs the database anyway.
+                state.unchecked_embed_token = embed_token
+                return state
             state.embed_token_id = token.id
             return state
         cookie = request.cookies.get("session") if request is not None else None
@@ -288,6 +299,15 @@ class ChatNamespace(socketio.AsyncNamespace):
             raise NotAuthenticated("An agent session is required.")
         return state.agent
 
+    async def _actor(self, state: ClientState, data: dict, sender_type: str | None):
+        """The event's actor; an end user's handshake token checked first if it was not."""
+        actor = self._actor_for(state, data, sender_type)
+        if isinstance(actor, EndUserActor) and state.unchecked_embed_token is not None:
+            token = await self.svc.widget.handshake_token(state.unchecked_embed_token, state.origin)
+            state.embed_token_id, state.unchecked_embed_token = token.id, None
+            actor = self._actor_for(state, data, sender_type)
+        return actor
+
     def _actor_for(self, state: ClientState, data: dict, sender_type: str | None):
         """The payload's sender_type picks the actor; the widget and the inbox may share a
         browser (and so a cookie), so a cookie alone does not make a socket an agent's."""
@@ -346,7 +366,7 @@ class ChatNamespace(socketio.AsyncNamespace):
     # ---- events -------------------------------------------------------------------------
 
     async def on_send_message(self, sid: str, state: ClientState, data: dict):
-        actor = self._actor_for(state, data, data["sender_type"])
+        actor = await self._actor(state, data, data["sender_type"])
         if isinstance(actor, EndUserActor):
             facts = await self._check_access(state, actor, data["conversation_id"])
             await self._throttle_send(sid, facts, actor.external_id)
@@ -372,7 +392,7 @@ class ChatNamespace(socketio.AsyncNamespace):
 
     async def on_join_conversation(self, sid: str, state: ClientState, data: dict):
         conv = data["conversation_id"]
-        actor = self._actor_for(state, data, None)
+        actor = await self._actor(state, data, None)
         facts = await self.svc.conversations.facts(actor, conv)
         if isinstance(actor, AgentActor):
             state.agent_convs.add(conv)
@@ -426,13 +446,13 @@ class ChatNamespace(socketio.AsyncNamespace):
         return {"organization_id": agent.organization_id, "online": online}
 
     async def on_user_typing(self, sid: str, state: ClientState, data: dict):
-        actor = self._actor_for(state, data, data["sender_type"])
+        actor = await self._actor(state, data, data["sender_type"])
         await self._check_access(state, actor, data["conversation_id"])
         await self.svc.typing.typing(sid, data["conversation_id"], actor.sender_type)
         return {"conversation_id": data["conversation_id"]}
 
     async def on_mark_read(self, sid: str, state: ClientState, data: dict):
-        actor = self._actor_for(state, data, data["sender_type"])
+        actor = await self._actor(state, data, data["sender_type"])
         if isinstance(actor, EndUserActor):
             await self._check_access(state, actor, data["conversation_id"])
         changed = await self.svc.conversations.mark_read(

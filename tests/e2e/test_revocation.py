@@ -162,6 +162,59 @@ async def test_agent_connecting_while_redis_is_down_is_refused_then_connects(
     assert await inbox.call("join_queue") == {"organization_id": org["org_id"]}
 
 
+async def test_widget_connecting_while_the_database_is_down_is_accepted_and_checked_later(
+    env, private_pg, procs, clients, tmp_path
+):
+    # A browser never retries a socket the server refused: the widget's handshake does not
+    # fail for an outage; its token is checked before its first event instead.
+    org = bootstrap(env)
+    procs.extend(await start(env, tmp_path, 1))
+    (server,) = procs
+    owner_cookie, owner_csrf = await clients.login(server.url, org["email"])
+    owner = {"Cookie": f"session={owner_cookie}", "X-CSRFToken": owner_csrf}
+    body = {"channel_id": org["channel_id"], "name": "old site", "allowed_origins": []}
+    async with clients.http.post(
+        server.url + "/api/admin/embed-tokens", json=body, headers=owner
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+        old = await resp.json()
+    live_conv = await open_conversation(clients, server.url, org["embed_token"])
+    old_conv = await open_conversation(clients, server.url, old["token"])
+    async with clients.http.post(
+        f"{server.url}/api/admin/embed-tokens/{old['id']}/revoke", headers=owner
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    await asyncio.sleep(1.0)  # durable before the crash (see above)
+
+    private_pg.stop()
+    try:
+        sockets = []
+        for token in (org["embed_token"], old["token"]):
+            sio, errors = await attempt(server.url, auth={"embed_token": token})
+            assert sio.connected and errors == [], errors
+            clients.all.append(sio)
+            sockets.append(Recorder(sio))
+    finally:
+        private_pg.start()
+
+    live, revoked = sockets
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        ack = await live.call("join_conversation", join_payload(live_conv))
+        if "error" not in ack:
+            break
+        assert ack["error"]["code"] in ("unavailable", "internal_error"), ack
+        assert loop.time() < deadline, ack
+        await asyncio.sleep(0.5)
+    ack = await revoked.call("join_conversation", join_payload(old_conv))
+    assert ack["error"]["code"] == "forbidden", ack
+
+
+def join_payload(conv: dict) -> dict:
+    return {"conversation_id": conv["id"], "external_id": conv["end_user"]["external_id"]}
+
+
 # ---- revocation across processes -------------------------------------------------------------
 
 
