@@ -50,6 +50,12 @@ class Conversation(Base):
     )
     channel_id: Mapped[str] = mapped_column(IdType, ForeignKey("channels.id", ondelete="CASCADE"))
     end_user_id: Mapped[str] = mapped_column(IdType, ForeignKey("end_users.id", ondelete="CASCADE"))
+    # The embed token that created or last opened the conversation: a client that presents no
+    # token (native apps) is a visitor under this one, and loses the conversation when it is
+    # revoked. NULL for conversations older than the column (no token to hold them to).
+    embed_token_id: Mapped[str | None] = mapped_column(
+        IdType, ForeignKey("embed_tokens.id", ondelete="SET NULL"), nullable=True
+    )
     # The last message's seq: bumped by an atomic UPDATE ... RETURNING in the message's own
     # transaction, so seq is gap-free and the row lock orders concurrent senders.
     last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))

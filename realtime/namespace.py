@@ -2,10 +2,16 @@
 
 Failures emit `error` {"message"} to the sender only and, when the client asked for an ack,
 answer {"error": {"code", "message", ...}}. Nothing here writes SQL or decides permissions.
+
+A connection attempt always ends in `connect` or in `connect_error` {"message", "data":
+{"code", ...}} (Socket.IO's shape: a JavaScript client reads err.message and err.data). Every
+socket's grant, an agent's session or a visitor's embed token, is re-checked by a periodic
+sweep on each process, so a logout or a revocation cuts open sockets everywhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,15 +26,21 @@ from server.actors import AgentActor, EndUserActor
 from server.app_services import Services
 from server.errors import (
     DomainError,
+    Forbidden,
     InvalidInput,
     NotAuthenticated,
     RateLimited,
     infrastructure_error,
 )
 from server.events import ERROR
-from server.services.conversations import REPLAY_BATCH, NewMessage
+from server.services.conversations import REPLAY_BATCH, ConversationFacts, NewMessage
+from server.services.ratelimit import MemoryRateLimiter
+from server.validation import unstorable_reason
 
 log = logging.getLogger(__name__)
+
+SESSION_ENDED = "Your session has ended; sign in again."
+TOKEN_REVOKED = "This chat is no longer available."
 
 
 @dataclass(slots=True)
@@ -40,6 +52,52 @@ class ClientState:
     end_user_of: dict[str, str] = field(default_factory=dict)
     # conversations an agent socket was checked for (org scope)
     agent_convs: set[str] = field(default_factory=set)
+    # The agent's session (AuthService.session_key), re-checked by the access sweep.
+    session_key: str | None = None
+    # The embed token the handshake presented (the widget passes it in `auth`).
+    embed_token_id: str | None = None
+    # ... or the token itself, when the database could not check it at the handshake.
+    unchecked_embed_token: str | None = None
+    # The browser Origin, when it is not the server's own.
+    origin: str | None = None
+    # conversation_id -> what the end-user check found (organization, embed token)
+    visitor_facts: dict[str, ConversationFacts] = field(default_factory=dict)
+
+    def embed_token_ids(self) -> set[str]:
+        """The embed tokens this socket's visitor access rests on."""
+        ids = {f.embed_token_id for f in self.visitor_facts.values() if f.embed_token_id}
+        if self.embed_token_id:
+            ids.add(self.embed_token_id)
+        return ids
+
+
+def _is_own_origin(origin: str, host: str | None) -> bool:
+    try:
+        return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
+    except ValueError:
+        return False
+
+
+def _handshake_embed_token(auth: Any) -> str | None:
+    """The embed token in the handshake's `auth` ({embed_token}); None when there is none
+    (native apps send no auth). Raises InvalidInput for anything else."""
+    if auth is None:
+        return None
+    if not isinstance(auth, dict):
+        raise InvalidInput("auth must be an object: {embed_token}.")
+    token = auth.get("embed_token")
+    if token is None:
+        return None
+    if not isinstance(token, str) or not token or len(token) > 200 or unstorable_reason(token):
+        raise InvalidInput("auth.embed_token must be an embed token.")
+    return token
+
+
+def _refusal(data: dict[str, Any]) -> socketio.exceptions.ConnectionRefusedError:
+    # The exception's constructor would turn a dict into its str(); set the packet ourselves.
+    exc = socketio.exceptions.ConnectionRefusedError()
+    exc.error_args = {"message": data["message"], "data": data}
+    return exc
 
 
 def _origin_allowed(origin: str, host: str | None, allowed: tuple[str, ...]) -> bool:
@@ -69,6 +127,10 @@ class ChatNamespace(socketio.AsyncNamespace):
             "mark_read": schemas.MarkReadSchema(),
         }
         self.clients: dict[str, ClientState] = {}
+        # send_message per socket: a socket lives on one process, so the count is local.
+        self.socket_limiter = MemoryRateLimiter()
+        services.run_in_background(self.sweep_access_forever)
+        services.auth.on_logout(self._session_ended)
 
     # ---- plumbing -----------------------------------------------------------------------
 
@@ -113,35 +175,130 @@ class ChatNamespace(socketio.AsyncNamespace):
         return {"error": refusal.to_dict()}
 
     async def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        """Accept, or refuse with connect_error data {"code", "message", ...}: forbidden (a
+        foreign Origin, a revoked token), invalid_input (a malformed auth), unavailable with
+        retry_after_ms (the database or Redis is down). Never an unanswered attempt."""
+        try:
+            state = await self._authenticate(environ, auth)
+            self.clients[sid] = state
+            if state.agent is not None:
+                await self.svc.presence.agent_connected(
+                    state.agent.organization_id, state.agent.user_id
+                )
+        except DomainError as err:
+            self.clients.pop(sid, None)
+            raise _refusal(err.to_dict()) from None
+        except Exception as exc:
+            self.clients.pop(sid, None)
+            unavailable = infrastructure_error(exc)
+            if unavailable is None:
+                log.exception("socket connect failed")
+                raise _refusal({"code": "internal_error", "message": "Internal error."}) from None
+            log.warning("socket connect refused, a service is down: %s", exc)
+            raise _refusal(unavailable.to_dict()) from None
+
+    async def _authenticate(self, environ: dict, auth: Any) -> ClientState:
         request = environ.get("aiohttp.request")
-        state = ClientState()
-        token = request.cookies.get("session") if request is not None else None
-        if token:
-            agent = await self.svc.auth.agent_for_session(token)
+        headers = request.headers if request is not None else {}
+        origin = headers.get("Origin")
+        host = headers.get("Host")
+        state = ClientState(origin=origin if origin and not _is_own_origin(origin, host) else None)
+        embed_token = _handshake_embed_token(auth)
+        if embed_token is not None:
+            # A visitor's socket (the widget). The browser may also hold an agent's cookie
+            # (the widget page is on our origin); that does not make this socket an agent's.
+            try:
+                token = await self.svc.widget.handshake_token(embed_token, state.origin)
+            except Exception as exc:
+                if infrastructure_error(exc) is None:
+                    raise
+                # The database is down. A refused widget socket is never retried by the
+                # browser client, so accept it; the token is checked before its first
+                # visitor event (_actor), which needs the database anyway.
+                state.unchecked_embed_token = embed_token
+                return state
+            state.embed_token_id = token.id
+            return state
+        cookie = request.cookies.get("session") if request is not None else None
+        if cookie:
+            agent = await self.svc.auth.agent_for_session(cookie)
             if agent is not None:
-                origin = request.headers.get("Origin")
-                if origin and not _origin_allowed(
-                    origin, request.headers.get("Host"), self.svc.settings.allowed_origins
-                ):
+                if origin and not _origin_allowed(origin, host, self.svc.settings.allowed_origins):
                     # A page on another site must not ride on the agent's cookie (CSWSH).
-                    raise socketio.exceptions.ConnectionRefusedError(
-                        {"message": "Origin not allowed for an agent session."}
-                    )
+                    raise Forbidden("Origin not allowed for an agent session.")
                 state.agent = agent
-        self.clients[sid] = state
-        if state.agent is not None:
-            await self.svc.presence.agent_connected(
-                state.agent.organization_id, state.agent.user_id
-            )
+                state.session_key = self.svc.auth.session_key(cookie)
+        return state
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         state = self.clients.pop(sid, None)
         self.server.manager.forget(sid)
-        await self.svc.typing.disconnected(sid)
-        if state is not None and state.agent is not None:
-            await self.svc.presence.agent_disconnected(
-                state.agent.organization_id, state.agent.user_id
-            )
+        await self.socket_limiter.reset("send:" + sid)
+        try:
+            await self.svc.typing.disconnected(sid)
+            if state is not None and state.agent is not None:
+                await self.svc.presence.agent_disconnected(
+                    state.agent.organization_id, state.agent.user_id
+                )
+        except Exception as exc:  # noqa: BLE001 - presence expires by itself (its TTL)
+            if infrastructure_error(exc) is None:
+                log.exception("socket disconnect clean-up failed")
+            else:
+                log.warning("socket disconnect clean-up skipped, a service is down: %s", exc)
+
+    # ---- access sweep -------------------------------------------------------------------
+
+    async def sweep_access_forever(self) -> None:
+        """Every access_sweep_seconds, cut this process's sockets whose grant has ended."""
+        while True:
+            await asyncio.sleep(self.svc.settings.access_sweep_seconds)
+            try:
+                await self.sweep_access()
+            except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                if infrastructure_error(exc) is None:
+                    log.exception("access sweep failed")
+                else:
+                    log.warning("access sweep skipped, a service is down: %s", exc)
+
+    async def sweep_access(self) -> int:
+        """Disconnect the sockets whose agent session was logged out or expired, or whose
+        embed token was revoked: one query for the sessions, one for the tokens. Returns how
+        many sockets were cut."""
+        by_session: dict[str, list[str]] = {}
+        by_token: dict[str, list[str]] = {}
+        for sid, state in self.clients.items():
+            if state.session_key is not None:
+                by_session.setdefault(state.session_key, []).append(sid)
+            if state.embed_token_id is not None or state.visitor_facts:
+                for token_id in state.embed_token_ids():
+                    by_token.setdefault(token_id, []).append(sid)
+        ended: dict[str, str] = {}
+        if by_session:
+            live = await self.svc.auth.live_sessions(list(by_session))
+            for key, sids in by_session.items():
+                if key not in live:
+                    ended.update(dict.fromkeys(sids, SESSION_ENDED))
+        if by_token:
+            live = await self.svc.conversations.live_embed_tokens(list(by_token))
+            for token_id, sids in by_token.items():
+                if token_id not in live:
+                    ended.update(dict.fromkeys(sids, TOKEN_REVOKED))
+        for sid, message in ended.items():
+            await self._cut(sid, message)
+        return len(ended)
+
+    async def _session_ended(self, session_key: str) -> None:
+        """A logout on this process: its sockets go now, not at the next sweep."""
+        for sid, state in list(self.clients.items()):
+            if state.session_key == session_key:
+                await self._cut(sid, SESSION_ENDED)
+
+    async def _cut(self, sid: str, message: str) -> None:
+        if sid not in self.clients:
+            return
+        # Straight to the local socket: a cut needs no Redis, and may happen while it is down.
+        await self.server.manager.send_direct(sid, ERROR, {"message": message}, self.namespace)
+        await self.server.disconnect(sid, namespace=self.namespace, ignore_queue=True)
 
     # ---- actors -------------------------------------------------------------------------
 
@@ -150,6 +307,15 @@ class ChatNamespace(socketio.AsyncNamespace):
         if state.agent is None:
             raise NotAuthenticated("An agent session is required.")
         return state.agent
+
+    async def _actor(self, state: ClientState, data: dict, sender_type: str | None):
+        """The event's actor; an end user's handshake token checked first if it was not."""
+        actor = self._actor_for(state, data, sender_type)
+        if isinstance(actor, EndUserActor) and state.unchecked_embed_token is not None:
+            token = await self.svc.widget.handshake_token(state.unchecked_embed_token, state.origin)
+            state.embed_token_id, state.unchecked_embed_token = token.id, None
+            actor = self._actor_for(state, data, sender_type)
+        return actor
 
     def _actor_for(self, state: ClientState, data: dict, sender_type: str | None):
         """The payload's sender_type picks the actor; the widget and the inbox may share a
@@ -168,29 +334,51 @@ class ChatNamespace(socketio.AsyncNamespace):
         external_id = external_id or state.end_user_of.get(conv)
         if not external_id:
             raise InvalidInput("external_id is required for end users.")
-        return EndUserActor(external_id)
+        return EndUserActor(external_id, state.embed_token_id, state.origin)
 
-    async def _check_access(self, state: ClientState, actor, conversation_id: str) -> None:
-        """Authorization facts are cached per socket: typing must not cost a query."""
+    async def _check_access(
+        self, state: ClientState, actor, conversation_id: str
+    ) -> ConversationFacts | None:
+        """Authorization facts are cached per socket: typing must not cost a query. An end
+        user's are its facts (organization, embed token); the sweep ends them on revocation."""
         if isinstance(actor, AgentActor):
             if conversation_id not in state.agent_convs:
                 await self.svc.conversations.facts(actor, conversation_id)
                 state.agent_convs.add(conversation_id)
-        elif state.end_user_of.get(conversation_id) != actor.external_id:
-            await self.svc.conversations.facts(actor, conversation_id)
+            return None
+        facts = state.visitor_facts.get(conversation_id)
+        if facts is None or state.end_user_of.get(conversation_id) != actor.external_id:
+            facts = await self.svc.conversations.facts(actor, conversation_id)
             state.end_user_of[conversation_id] = actor.external_id
+            state.visitor_facts[conversation_id] = facts
+        return facts
+
+    async def _throttle_send(self, sid: str, facts: ConversationFacts, external_id: str) -> None:
+        """The end user's limit (per organization: two organizations' visitors never share a
+        bucket) and the socket's own (rotating external_ids on one connection does not help).
+        The socket's slot is taken only for a send the end user's limit lets through."""
+        s = self.svc.settings
+        local = "send:" + sid
+        local_args = (s.socket_rate_limit_messages, s.socket_rate_limit_window_seconds)
+        retry = await self.socket_limiter.blocked_for(local, *local_args)
+        if not retry:
+            retry = await self.svc.limiter.hit(
+                f"send:{facts.organization_id}:{external_id}",
+                s.rate_limit_messages,
+                s.rate_limit_window_seconds,
+            )
+        if not retry:
+            retry = await self.socket_limiter.hit(local, *local_args)
+        if retry:
+            raise RateLimited(retry, "Too many messages; slow down.")
 
     # ---- events -------------------------------------------------------------------------
 
     async def on_send_message(self, sid: str, state: ClientState, data: dict):
-        actor = self._actor_for(state, data, data["sender_type"])
+        actor = await self._actor(state, data, data["sender_type"])
         if isinstance(actor, EndUserActor):
-            s = self.svc.settings
-            retry = await self.svc.limiter.hit(
-                "send:" + actor.external_id, s.rate_limit_messages, s.rate_limit_window_seconds
-            )
-            if retry:
-                raise RateLimited(retry, "Too many messages; slow down.")
+            facts = await self._check_access(state, actor, data["conversation_id"])
+            await self._throttle_send(sid, facts, actor.external_id)
         message, _created = await self.svc.conversations.send_message(
             actor,
             NewMessage(
@@ -213,12 +401,13 @@ class ChatNamespace(socketio.AsyncNamespace):
 
     async def on_join_conversation(self, sid: str, state: ClientState, data: dict):
         conv = data["conversation_id"]
-        actor = self._actor_for(state, data, None)
+        actor = await self._actor(state, data, None)
         facts = await self.svc.conversations.facts(actor, conv)
         if isinstance(actor, AgentActor):
             state.agent_convs.add(conv)
         else:
             state.end_user_of[conv] = actor.external_id
+            state.visitor_facts[conv] = facts
         room = rooms.conversation(conv)
         last_seq = data["last_seq"]
         if last_seq is None:
@@ -250,6 +439,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         conv = data["conversation_id"]
         await self.leave_room(sid, rooms.conversation(conv))
         state.end_user_of.pop(conv, None)
+        state.visitor_facts.pop(conv, None)
         await self.svc.typing.stopped(sid, conv)
         return {"conversation_id": conv}
 
@@ -265,13 +455,15 @@ class ChatNamespace(socketio.AsyncNamespace):
         return {"organization_id": agent.organization_id, "online": online}
 
     async def on_user_typing(self, sid: str, state: ClientState, data: dict):
-        actor = self._actor_for(state, data, data["sender_type"])
+        actor = await self._actor(state, data, data["sender_type"])
         await self._check_access(state, actor, data["conversation_id"])
         await self.svc.typing.typing(sid, data["conversation_id"], actor.sender_type)
         return {"conversation_id": data["conversation_id"]}
 
     async def on_mark_read(self, sid: str, state: ClientState, data: dict):
-        actor = self._actor_for(state, data, data["sender_type"])
+        actor = await self._actor(state, data, data["sender_type"])
+        if isinstance(actor, EndUserActor):
+            await self._check_access(state, actor, data["conversation_id"])
         changed = await self.svc.conversations.mark_read(
             actor, data["conversation_id"], data["message_ids"]
         )

@@ -28,9 +28,18 @@ class AgentActor:
 
 @dataclass(frozen=True, slots=True)
 class EndUserActor:
-    """An anonymous visitor, known only by the external_id the widget or app holds."""
+    """An anonymous visitor, known only by the external_id the widget or app holds.
+
+    A client may also say which embed token it is under (the widget's handshake), and a
+    browser says which page it runs on: both narrow what the visitor reaches (see
+    ConversationService.facts).
+    """
 
     external_id: str
+    # The live embed token the client presented, if any.
+    embed_token_id: str | None = None
+    # The browser Origin, when it is not the server's own (the widget page's own is None).
+    origin: str | None = None
 
     sender_type = "end_user"
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,13 +37,27 @@ class Services:
     orgs: OrgService
     widget: WidgetService
     uploads: UploadService
+    # Loops the edges run for as long as the services do (the socket layer's access sweep).
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    def run_in_background(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run `loop()` from start() until close(); it must catch its own errors."""
+        self.background.append(loop)
 
     async def start(self) -> None:
         await self.publisher.start()
         await self.conversations.start()
         await self.presence.start()
+        self._tasks = [asyncio.create_task(loop()) for loop in self.background]
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
         try:
             await self.presence.stop()
             await self.conversations.stop()

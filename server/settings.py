@@ -85,7 +85,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     cookie_secure: bool = False
     session_ttl_seconds: int = 14 * 24 * 3600
-    # send_message limit per end user (external_id), shared across processes via Redis.
+    # send_message limit per end user (organization + external_id), shared across processes
+    # via Redis.
     rate_limit_messages: int = 20
     rate_limit_window_seconds: float = 10.0
     login_attempts: int = 10
@@ -105,6 +106,14 @@ class Settings:
     # (default: <data_dir>/uploads).
     upload_max_bytes: int = 10 * 1024 * 1024
     upload_dir: Path | None = None
+    # Socket access limits
+    # Every socket's grant (an agent's session, a visitor's embed token) is re-checked this
+    # often; a logout or a token revocation cuts open sockets on every process within it.
+    access_sweep_seconds: float = 1.0
+    # send_message per socket, whatever external_id it names: rotating ids on one connection
+    # does not escape the per-end-user limit above.
+    socket_rate_limit_messages: int = 30
+    socket_rate_limit_window_seconds: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -162,5 +171,11 @@ class Settings:
             demo_on_empty=_bool(env, "CHATD_DEMO", environment == "development"),
             upload_max_bytes=_int(env, "CHATD_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, 1),
             upload_dir=Path(env["CHATD_UPLOAD_DIR"]) if env.get("CHATD_UPLOAD_DIR") else None,
+            # Socket access limits
+            access_sweep_seconds=_float(env, "CHATD_ACCESS_SWEEP_SECONDS", 1.0, 0.1),
+            socket_rate_limit_messages=_int(env, "CHATD_SOCKET_RATE_LIMIT_MESSAGES", 30, 1),
+            socket_rate_limit_window_seconds=_float(
+                env, "CHATD_SOCKET_RATE_LIMIT_WINDOW_SECONDS", 10.0, 0.1
+            ),
         )
         return settings

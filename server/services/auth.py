@@ -1,7 +1,13 @@
-"""Agent authentication: password login, server-side sessions, CSRF tokens, login throttling."""
+"""Agent authentication: password login, server-side sessions, CSRF tokens, login throttling.
+
+A session ends at logout or expiry; whoever holds a connection on it (the Socket.IO layer)
+listens for logouts on this process and asks `live_sessions` which sessions still stand.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from sqlalchemy import delete, insert, select
@@ -20,6 +26,9 @@ from server.security import (
 )
 from server.services.ratelimit import RateLimiter
 from server.settings import Settings
+from server.validation import unstorable_reason
+
+log = logging.getLogger(__name__)
 
 _U = User.__table__
 _A = AuthSession.__table__
@@ -40,6 +49,16 @@ class AuthService:
         self.db = db
         self.limiter = limiter
         self.settings = settings
+        self._logout_listeners: list[Callable[[str], Awaitable[None]]] = []
+
+    def on_logout(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Call `listener(session_key)` after a session of this process is logged out."""
+        self._logout_listeners.append(listener)
+
+    @staticmethod
+    def session_key(token: str) -> str:
+        """What identifies a session without being its secret (the stored hash)."""
+        return sha256_hex(token)
 
     def _throttle_keys(self, email: str, client_ip: str | None) -> list[str]:
         keys = [f"login:email:{email}"]
@@ -88,7 +107,9 @@ class AuthService:
         return token, user_public(row)
 
     async def agent_for_session(self, token: str | None) -> AgentActor | None:
-        if not token or len(token) > 200:
+        """The agent of a live session, or None. Raises what the database raises when it is
+        unreachable (the caller decides: 401, 503, or a refused socket)."""
+        if not token or len(token) > 200 or unstorable_reason(token):
             return None
         stmt = (
             select(_U.c.id, _U.c.organization_id, _U.c.role, _U.c.email, _U.c.display_name)
@@ -106,11 +127,33 @@ class AuthService:
             row = (await session.execute(select(_U).where(_U.c.id == actor.user_id))).one()
         return user_public(row)
 
+    async def live_sessions(self, session_keys: list[str]) -> set[str]:
+        """Which of these sessions (session_key values) still stand: not logged out, not
+        expired. One query per 500 keys."""
+        live: set[str] = set()
+        now = utcnow()
+        async with self.db.read() as session:
+            for i in range(0, len(session_keys), 500):
+                chunk = session_keys[i : i + 500]
+                rows = await session.execute(
+                    select(_A.c.id_hash).where(_A.c.id_hash.in_(chunk), _A.c.expires_at > now)
+                )
+                live.update(r.id_hash for r in rows)
+        return live
+
     async def logout(self, token: str | None) -> None:
-        if not token:
+        """End the session. After the commit, this process's logout listeners cut what is
+        open on it at once; other processes find out in their next sweep (live_sessions)."""
+        if not token or unstorable_reason(token):
             return
+        key = sha256_hex(token)
         async with self.db.unit_of_work() as uow:
-            await uow.session.execute(delete(_A).where(_A.c.id_hash == sha256_hex(token)))
+            await uow.session.execute(delete(_A).where(_A.c.id_hash == key))
+        for listener in self._logout_listeners:
+            try:
+                await listener(key)
+            except Exception:  # noqa: BLE001 - the logout stands; the sweep cuts the rest
+                log.exception("logout listener failed")
 
     def csrf_token(self, session_token: str) -> str:
         return csrf_token_for(self.settings.secret_key, session_token)

@@ -42,6 +42,9 @@ class ConversationFacts:
     organization_id: str
     end_user_external_id: str
     last_seq: int
+    # For an end user: the embed token it reaches the conversation under (None for agents, and
+    # for conversations opened before tokens were recorded). Its revocation ends the access.
+    embed_token_id: str | None = None
 
 
 def _session_shape(row: Any) -> dict[str, Any] | None:
@@ -127,7 +130,15 @@ class ConversationService:
         return row
 
     async def facts(self, actor: Actor, conversation_id: str) -> ConversationFacts:
-        """Check that the actor may use the conversation. Raises NotFound."""
+        """Check that the actor may use the conversation. Raises NotFound.
+
+        An end user is under an embed token: the one its client presented, else the one that
+        created or last opened the conversation. Raises Forbidden when that token is revoked,
+        or when the visitor's browser Origin is not among the token's allowed origins; and
+        NotFound when the presented token is of another channel (not yours).
+        """
+        if isinstance(actor, EndUserActor):
+            return await self._end_user_facts(actor, conversation_id)
         stmt = _scope(
             select(_C.c.id, _C.c.organization_id, _E.c.external_id, _C.c.last_seq).select_from(
                 _C.join(_E, _E.c.id == _C.c.end_user_id)
@@ -140,6 +151,54 @@ class ConversationService:
         if row is None:
             raise NotFound("Conversation not found.")
         return ConversationFacts(row.id, row.organization_id, row.external_id, row.last_seq)
+
+    async def _end_user_facts(self, actor: EndUserActor, conversation_id: str) -> ConversationFacts:
+        token_key = actor.embed_token_id if actor.embed_token_id else _C.c.embed_token_id
+        stmt = _scope(
+            select(
+                _C.c.id,
+                _C.c.organization_id,
+                _C.c.channel_id,
+                _E.c.external_id,
+                _C.c.last_seq,
+                _T.c.id.label("token_id"),
+                _T.c.channel_id.label("token_channel_id"),
+                _T.c.revoked_at,
+                _T.c.allowed_origins,
+            ).select_from(
+                _C.join(_E, _E.c.id == _C.c.end_user_id).outerjoin(_T, _T.c.id == token_key)
+            ),
+            actor,
+            conversation_id,
+        )
+        async with self.db.read() as session:
+            row = (await session.execute(stmt)).first()
+        if row is None:
+            raise NotFound("Conversation not found.")
+        if actor.embed_token_id and row.token_channel_id != row.channel_id:
+            # A token of another channel (or organization) does not reach this conversation.
+            raise NotFound("Conversation not found.")
+        if row.token_id is not None:
+            if row.revoked_at is not None:
+                raise Forbidden("This chat is no longer available (embed token revoked).")
+            allowed = row.allowed_origins or []
+            if actor.origin and allowed and actor.origin.rstrip("/") not in allowed:
+                raise Forbidden("Origin not allowed for this embed token.")
+        return ConversationFacts(
+            row.id, row.organization_id, row.external_id, row.last_seq, row.token_id
+        )
+
+    async def live_embed_tokens(self, token_ids: list[str]) -> set[str]:
+        """Which of these embed tokens exist and are not revoked (one query per 500 ids)."""
+        live: set[str] = set()
+        async with self.db.read() as session:
+            for i in range(0, len(token_ids), 500):
+                chunk = token_ids[i : i + 500]
+                rows = await session.execute(
+                    select(_T.c.id).where(_T.c.id.in_(chunk), _T.c.revoked_at.is_(None))
+                )
+                live.update(r.id for r in rows)
+        return live
 
     async def get_conversation(self, actor: AgentActor, conversation_id: str) -> dict[str, Any]:
         async with self.db.read() as session:
@@ -225,13 +284,19 @@ class ConversationService:
                     await s.execute(
                         update(_E).where(_E.c.id == end_user_id).values(display_name=customer_name)
                     )
-            conv_id = (
+            conv = (
                 await s.execute(
-                    select(_C.c.id).where(
+                    select(_C.c.id, _C.c.embed_token_id).where(
                         _C.c.channel_id == token.channel_id, _C.c.end_user_id == end_user_id
                     )
                 )
-            ).scalar()
+            ).first()
+            conv_id = conv.id if conv is not None else None
+            if conv is not None and conv.embed_token_id != token.id:
+                # The visitor is now under the token that opened the conversation last.
+                await s.execute(
+                    update(_C).where(_C.c.id == conv_id).values(embed_token_id=token.id)
+                )
             if conv_id is None:
                 conv_id = new_id()
                 now = utcnow()
@@ -241,6 +306,7 @@ class ConversationService:
                         organization_id=token.organization_id,
                         channel_id=token.channel_id,
                         end_user_id=end_user_id,
+                        embed_token_id=token.id,
                         last_seq=0,
                         created_at=now,
                         updated_at=now,
@@ -293,9 +359,11 @@ class ConversationService:
     async def widget_history(
         self, external_id: str, conversation_id: str, after_seq: int | None = None
     ) -> list[dict[str, Any]]:
-        rows = await self.history(
-            EndUserActor(external_id), conversation_id, WIDGET_HISTORY_LIMIT, 0, after_seq
-        )
+        """The widget's history. Raises NotFound, and Forbidden once the conversation's embed
+        token is revoked (as the visitor's socket events are refused)."""
+        actor = EndUserActor(external_id)
+        await self.facts(actor, conversation_id)
+        rows = await self.history(actor, conversation_id, WIDGET_HISTORY_LIMIT, 0, after_seq)
         for r in rows:
             del r["session_id"]
             del r["read_by"]

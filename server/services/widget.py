@@ -81,6 +81,20 @@ class WidgetService:
         )
         return WidgetPage(conversation, frame_ancestors(token.allowed_origins))
 
+    async def handshake_token(self, embed_token: str, origin: str | None):
+        """The live token a visitor's socket presents in its handshake (the widget's `auth`).
+
+        origin: the browser Origin when it is not the server's own (None for the widget page
+        itself and for native apps). Raises Forbidden for an unknown or revoked token, or an
+        Origin outside the token's allowed origins (when it has any). Returns the token row.
+        """
+        token = await self.conversations.embed_token(embed_token)
+        if token is None:
+            raise Forbidden("Embed token invalid.")
+        if not origin_allowed(token.allowed_origins, origin, None):
+            raise Forbidden("Origin not allowed for this embed token.")
+        return token
+
     async def visitor_conversation(
         self,
         embed_token: str,

@@ -433,6 +433,8 @@
   }
 
   var socket = io({
+    // The token this visitor is under: its allowed origins and its revocation apply.
+    auth: { embed_token: TOKEN },
     // Sends wait for their ack and are retried (same client_message_id) after a drop.
     ackTimeout: 10000,
     retries: 5
