@@ -3,6 +3,10 @@
 Profiles (pick one with CHATD_FUZZ_PROFILE; `fuzz` is the default):
 - `fuzz`: what CI runs, a bounded and reproducible run (derandomized, no example database),
 - `fuzz-long`: many more examples, for a search by hand before a release.
+
+CHATD_FUZZ_SURVEY=1 runs every example instead of stopping at the first failure and lists each
+distinct fault with its shortest example (harness.search): an audit of what is still broken.
+Each test tries the issue's known attacks first (explicit examples), then searches.
 """
 
 from __future__ import annotations

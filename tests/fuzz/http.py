@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,9 +160,15 @@ def _encode(req: Req) -> bytes | None:
     return fz.encode_json(req.body)
 
 
+# Endpoints that never read a body: what is in it is not accepted, only ignored.
+BODILESS = re.compile(r"/assign$|/revoke$|^/auth/logout$")
+
+
 def _carries_unstorable(req: Req) -> bool:
     """A body (JSON or form) with NUL or a lone surrogate, or such a value in the query of
     the widget page (which stores the visitor's session id and name)."""
+    if BODILESS.search(req.path):
+        return False
     if isinstance(req.body, dict | list) and fz.has_unstorable(req.body):
         return True
     return req.path == "/chat-widget" and fz.has_unstorable(req.query)
