@@ -271,7 +271,12 @@ class LeanAsyncSocket(engineio_async_socket.AsyncSocket):
             if p is None:
                 break  # closed by the client
             try:
-                await self.receive(eio_packet.Packet(encoded_packet=p))
+                pkt = eio_packet.Packet(encoded_packet=p)
+            except Exception:  # noqa: BLE001 - a client's garbage, not a server fault
+                self.server.logger.info("%s: dropped an undecodable frame", self.sid)
+                continue
+            try:
+                await self.receive(pkt)
             except engineio_exceptions.UnknownPacketError:  # pragma: no cover
                 pass
             except engineio_exceptions.SocketIsClosedError:  # pragma: no cover

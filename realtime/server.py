@@ -149,6 +149,17 @@ class ChatServer(socketio.AsyncServer):
     """
 
     async def _handle_eio_message(self, eio_sid, data):
+        pending = self._binary_packet.get(eio_sid)
+        if pending is not None and isinstance(data, str):
+            # The client moved on without the attachments it announced: refuse the
+            # incomplete event, then read this frame as the new packet it is (otherwise
+            # the socket would wait for the attachments forever and answer nothing more).
+            del self._binary_packet[eio_sid]
+            log.info("refused a binary packet from %s: attachments missing", eio_sid)
+            if pending.packet_type == sio_packet.BINARY_EVENT:
+                await self._refuse(
+                    eio_sid, pending.namespace, pending.id, "Binary attachments missing."
+                )
         try:
             pkt = self._complete_packet(eio_sid, data)
         except MalformedPacket as exc:
