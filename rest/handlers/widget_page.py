@@ -62,7 +62,10 @@ async def page(request: web.Request) -> web.Response:
     try:
         q = load_query(request, _page_query)
         opened = await request.app[SERVICES].widget.open_page(
-            q["embed_token"], q["session_id"], (q["customer_name"] or "").strip() or None
+            q["embed_token"],
+            q["session_id"],
+            (q["customer_name"] or "").strip() or None,
+            client_address=request.remote,
         )
     except DomainError as err:
         message = "This chat is not available." if err.status == 403 else err.message
