@@ -44,73 +44,50 @@ TOO_BIG = [MAX_INT + 1, 2**53, 2**63, 10**30]
 
 
 @pytest.mark.parametrize("value", TOO_BIG)
-@pytest.mark.parametrize("param", ["offset", "limit"])
-async def test_conversation_list_refuses_integers_beyond_the_database_range(factory, param, value):
+async def test_conversation_list_refuses_an_offset_beyond_the_database_range(factory, value):
     org = await factory.org()
     agent = await factory.owner(org)
 
     reply = await fetch(
-        factory, "GET", f"/api/conversations/?{param}={value}", headers=agent.headers
+        factory, "GET", f"/api/conversations/?offset={value}", headers=agent.headers
+    )
+    largest = await fetch(
+        factory, "GET", f"/api/conversations/?offset={MAX_INT}", headers=agent.headers
     )
 
     assert reply.status == 400, reply.body
     assert_error(reply.body, "invalid_input")
+    assert (largest.status, largest.body) == (200, [])
 
 
 @pytest.mark.parametrize("value", TOO_BIG)
-@pytest.mark.parametrize("param", ["offset", "after_seq", "limit"])
+@pytest.mark.parametrize("param", ["offset", "after_seq"])
 async def test_agent_history_refuses_integers_beyond_the_database_range(factory, param, value):
     org = await factory.org()
     agent = await factory.owner(org)
     conv = await waiting_conversation(factory, org)
+    path = f"/api/conversations/{conv['id']}/messages"
 
-    reply = await fetch(
-        factory,
-        "GET",
-        f"/api/conversations/{conv['id']}/messages?{param}={value}",
-        headers=agent.headers,
-    )
+    reply = await fetch(factory, "GET", f"{path}?{param}={value}", headers=agent.headers)
+    largest = await fetch(factory, "GET", f"{path}?{param}={MAX_INT}", headers=agent.headers)
 
     assert reply.status == 400, reply.body
     assert_error(reply.body, "invalid_input")
+    assert (largest.status, largest.body) == (200, [])
 
 
 @pytest.mark.parametrize("value", TOO_BIG)
 async def test_widget_history_refuses_an_after_seq_beyond_the_database_range(factory, value):
     org = await factory.org()
     conv = await waiting_conversation(factory, org)
-    ext = conv["end_user"]["external_id"]
+    path = f"/chat-widget/history/{conv['id']}?external_id={conv['end_user']['external_id']}"
 
-    reply = await fetch(
-        factory, "GET", f"/chat-widget/history/{conv['id']}?external_id={ext}&after_seq={value}"
-    )
+    reply = await fetch(factory, "GET", f"{path}&after_seq={value}")
+    largest = await fetch(factory, "GET", f"{path}&after_seq={MAX_INT}")
 
     assert reply.status == 400, reply.body
     assert_error(reply.body, "invalid_input")
-
-
-async def test_the_largest_stored_integer_is_still_accepted(factory):
-    org = await factory.org()
-    agent = await factory.owner(org)
-    conv = await waiting_conversation(factory, org)
-    ext = conv["end_user"]["external_id"]
-
-    listed = await fetch(
-        factory, "GET", f"/api/conversations/?offset={MAX_INT}", headers=agent.headers
-    )
-    history = await fetch(
-        factory,
-        "GET",
-        f"/api/conversations/{conv['id']}/messages?offset={MAX_INT}&after_seq={MAX_INT}",
-        headers=agent.headers,
-    )
-    widget = await fetch(
-        factory, "GET", f"/chat-widget/history/{conv['id']}?external_id={ext}&after_seq={MAX_INT}"
-    )
-
-    assert (listed.status, listed.body) == (200, [])
-    assert (history.status, history.body) == (200, [])
-    assert (widget.status, widget.body) == (200, [])
+    assert (largest.status, largest.body) == (200, [])
 
 
 # ---- JSON nested to exhaust the parser ------------------------------------------------------
@@ -151,19 +128,6 @@ async def test_deeply_nested_json_is_refused_as_invalid_input(factory, endpoint,
     assert await current(factory, owner, conv) == before
 
 
-async def test_json_without_numbers_like_nan_and_infinity_is_refused(factory):
-    reply = await fetch(
-        factory,
-        "POST",
-        "/auth/login",
-        headers={"Content-Type": "application/json"},
-        data=b'{"email": "a@b.c", "password": "x", "extra": Infinity}',
-    )
-
-    assert reply.status == 400, reply.body
-    assert_error(reply.body, "invalid_input")
-
-
 # ---- strings no backend can store -----------------------------------------------------------
 
 
@@ -195,9 +159,8 @@ async def test_unstorable_tags_are_refused_and_change_nothing(factory, endpoint,
         '{"embed_token": "%s", "external_id": "v{bad}x"}',
         '{"embed_token": "%s", "external_id": "v-ok", "customer_name": "Jo{bad}"}',
         '{"embed_token": "%s{bad}", "external_id": "v-ok"}',
-        '{"embed_token": "%s", "external_id": "v-ok", "x{bad}": 1}',
     ],
-    ids=["external_id", "customer_name", "embed_token", "key"],
+    ids=["external_id", "customer_name", "embed_token"],
 )
 async def test_opening_a_conversation_with_unstorable_text_is_refused_and_creates_nothing(
     factory, template, bad
@@ -417,15 +380,13 @@ async def test_a_malformed_multipart_part_is_invalid_input_and_stores_nothing(fa
     assert stored_files(factory) == before
 
 
-@pytest.mark.parametrize("bad", ["\x00", "\ud800"], ids=["nul", "lone_surrogate"])
-async def test_visitor_upload_fields_with_unstorable_text_are_invalid_input(factory, bad):
+async def test_visitor_upload_fields_with_a_nul_are_invalid_input(factory):
+    # (A lone surrogate cannot arrive here: form fields must be strict UTF-8.)
     org = await factory.org()
     conv = await waiting_conversation(factory, org)
     before = stored_files(factory)
-    ext = conv["end_user"]["external_id"] + bad
-    field = b'Content-Disposition: form-data; name="external_id"\r\n\r\n' + ext.encode(
-        "utf-8", "surrogatepass"
-    )
+    ext = conv["end_user"]["external_id"] + "\x00"
+    field = b'Content-Disposition: form-data; name="external_id"\r\n\r\n' + ext.encode()
 
     reply = await fetch(
         factory,
@@ -447,20 +408,16 @@ async def test_visitor_upload_fields_with_unstorable_text_are_invalid_input(fact
 
 # ---- allowed origins: scheme://host[:port] and nothing else -------------------------------
 
+# Values that were stored before (the old check only wanted http(s):// and no "/" after the
+# host). Paths, other schemes and bare hosts were already refused (tests/rest/test_admin_api).
 NOT_ORIGINS = [
     "https://a.test; script-src *",
-    "https://a.test/path",
     "https://a.test?q=1",
     "https://a.test#frag",
     "https://user@a.test",
     "https://user:pw@a.test",
     "https://a .test",
-    " https://a.test",
     "https://a.test\n",
-    "https://a.test,https://b.test",
-    "ftp://a.test",
-    "javascript://a.test",
-    "https://",
     "https://:443",
     "https://a.test:",
     "https://a.test:99999",
@@ -469,11 +426,9 @@ NOT_ORIGINS = [
     "https://-a.test",
     "https://a_b.test",
     "https://*.a.test",
-    "*",
-    "'self'",
-    "a.test",
     "https://a.test\x00",
     "https://\u0430.test",
+    "https://a.test\ud800",
 ]
 
 
@@ -487,8 +442,10 @@ async def test_embed_token_with_an_origin_that_is_not_scheme_host_port_is_refuse
         factory,
         "POST",
         "/api/admin/embed-tokens",
-        headers=owner.headers,
-        json={"channel_id": org.channel_id, "allowed_origins": ["https://ok.test", origin]},
+        headers={**owner.headers, "Content-Type": "application/json"},
+        data=json.dumps(
+            {"channel_id": org.channel_id, "allowed_origins": ["https://ok.test", origin]}
+        ),
     )
 
     assert reply.status == 400, reply.body
@@ -496,9 +453,10 @@ async def test_embed_token_with_an_origin_that_is_not_scheme_host_port_is_refuse
     assert await count(factory, EmbedToken, EmbedToken.organization_id == org.org_id) == tokens
 
 
-@pytest.mark.parametrize(
-    "origin,stored",
-    [
+async def test_embed_token_origins_are_stored_as_browsers_send_them(factory):
+    org = await factory.org()
+    owner = await factory.owner(org)
+    given_and_stored = [
         ("https://shop.example", "https://shop.example"),
         ("https://shop.example/", "https://shop.example"),
         ("HTTPS://Shop.Example", "https://shop.example"),
@@ -508,25 +466,21 @@ async def test_embed_token_with_an_origin_that_is_not_scheme_host_port_is_refuse
         ("https://shop.example:8443", "https://shop.example:8443"),
         ("http://127.0.0.1:5173", "http://127.0.0.1:5173"),
         ("https://xn--80ak6aa92e.example", "https://xn--80ak6aa92e.example"),
-    ],
-)
-async def test_embed_token_origins_are_stored_as_browsers_send_them(factory, origin, stored):
-    org = await factory.org()
-    owner = await factory.owner(org)
+    ]
 
     reply = await fetch(
         factory,
         "POST",
         "/api/admin/embed-tokens",
         headers=owner.headers,
-        json={"channel_id": org.channel_id, "allowed_origins": [origin]},
+        json={"channel_id": org.channel_id, "allowed_origins": [g for g, _ in given_and_stored]},
     )
 
     assert reply.status == 201, reply.body
-    assert reply.body["allowed_origins"] == [stored]
+    assert reply.body["allowed_origins"] == [s for _, s in given_and_stored]
 
 
-@pytest.mark.parametrize("origin", ["https://a.test; script-src *", "https://a.test/x"])
+@pytest.mark.parametrize("origin", ["https://a.test; script-src *", "https://user@a.test"])
 async def test_bootstrap_service_refuses_an_origin_and_creates_nothing(factory, origin):
     name = uid("Org ")
 

@@ -75,6 +75,11 @@ async def test_requests_during_a_database_outage_answer_503_unavailable_then_wor
     try:
         for method, path, kwargs in requests:
             assert_unavailable(await fetch(factory, method, path, **kwargs))
+        page = await fetch(
+            factory, "GET", f"/chat-widget?embed_token={org.embed_token}&session_id={ext}"
+        )
+        assert page.status == 503 and "text/html" in page.headers["Content-Type"]
+        assert int(page.headers["Retry-After"]) >= 1
     finally:
         private_pg.start()
 
