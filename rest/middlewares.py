@@ -197,7 +197,6 @@ def credential(value: object) -> str | None:
     return None
 
 
-
 def agent_of(request: web.Request) -> AgentActor:
     agent = request.get(AGENT)
     if agent is None:

@@ -36,9 +36,7 @@ class Strict(Schema):
 
 def Count(minimum: int = 0, maximum: int = MAX_INT, **kwargs):  # noqa: N802 - a field factory
     """A non-negative integer (offset, limit, seq) no larger than the database's INTEGER."""
-    return fields.Integer(
-        validate=validate.Range(min=minimum, max=min(maximum, MAX_INT)), **kwargs
-    )
+    return fields.Integer(validate=validate.Range(min=minimum, max=min(maximum, MAX_INT)), **kwargs)
 
 
 class ConversationListQuerySchema(Strict):
