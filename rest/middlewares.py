@@ -14,7 +14,15 @@ from marshmallow import Schema, ValidationError
 from realtime.schemas import UUID_RE
 from rest.keys import AGENT, SERVICES, SESSION_TOKEN
 from server.actors import AgentActor
-from server.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from server.errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    infrastructure_error,
+)
+from server.validation import json_depth_exceeds
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +41,8 @@ def error_response(status: int, code: str, message: str, **extra) -> web.Respons
 
 def render_domain_error(err: DomainError) -> web.Response:
     resp = web.json_response({"error": err.to_dict()}, status=err.status)
-    if err.status == 429 and "retry_after_ms" in err.extra:
+    if "retry_after_ms" in err.extra:
+        # 429 rate_limited and 503 unavailable: whole seconds, rounded up, at least one.
         resp.headers["Retry-After"] = str(max(1, -(-err.extra["retry_after_ms"] // 1000)))
     return resp
 
@@ -56,7 +65,19 @@ async def error_middleware(request: web.Request, handler):
         # nobody is left to answer, and it is not a server fault.
         log.debug("client gone during %s %s", request.method, request.path)
         raise
-    except Exception:
+    except Exception as exc:
+        unavailable = infrastructure_error(exc)
+        if unavailable is not None:
+            # The database or Redis does not answer: retryable, and nothing was changed
+            # (a unit of work that did not commit rolled back). Not a bug: no traceback.
+            log.warning(
+                "%s %s: unavailable (%s: %s)",
+                request.method,
+                request.path,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+            return render_domain_error(unavailable)
         # Never render str(exception) of an unexpected error to a client.
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "Internal error.")
@@ -65,7 +86,7 @@ async def error_middleware(request: web.Request, handler):
 @web.middleware
 async def session_middleware(request: web.Request, handler):
     """Loads the agent from the session cookie; guards /api/* (401 JSON, CSRF on unsafe)."""
-    token = request.cookies.get("session")
+    token = credential(request.cookies.get("session"))
     agent = await request.app[SERVICES].auth.agent_for_session(token) if token else None
     request[AGENT] = agent
     request[SESSION_TOKEN] = token if agent else None
@@ -73,7 +94,7 @@ async def session_middleware(request: web.Request, handler):
         if agent is None:
             raise NotAuthenticated("Login required.")
         if request.method not in SAFE_METHODS:
-            csrf = request.headers.get("X-CSRFToken")
+            csrf = credential(request.headers.get("X-CSRFToken"))
             if not request.app[SERVICES].auth.csrf_valid(token, csrf):
                 raise Forbidden("Missing or invalid X-CSRFToken header.")
     return await handler(request)
@@ -161,6 +182,20 @@ def middlewares() -> list:
 
 # ---- helpers for handlers -----------------------------------------------------------------
 
+_CREDENTIAL = re.compile(r"[\x21-\x7e]{1,512}\Z")
+
+
+def credential(value: object) -> str | None:
+    """A cookie or header value that can be a token we issued (printable ASCII), else None.
+
+    aiohttp decodes header bytes with surrogateescape, so a hostile byte arrives as a lone
+    surrogate that neither hashing nor hmac.compare_digest accepts: such a value names no
+    session and proves no CSRF token.
+    """
+    if isinstance(value, str) and _CREDENTIAL.match(value):
+        return value
+    return None
+
 
 def agent_of(request: web.Request) -> AgentActor:
     agent = request.get(AGENT)
@@ -187,15 +222,31 @@ def load_query(request: web.Request, schema: Schema) -> dict:
     return _load(schema, raw)
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 async def load_json(request: web.Request, schema: Schema, optional: bool = False) -> dict:
+    """The JSON object in the body, validated by `schema`: the one place a REST body is parsed.
+
+    Raises InvalidInput for a body that is not UTF-8 JSON (NaN and Infinity are not JSON),
+    nests deeper than server.validation.MAX_JSON_DEPTH (found before the parser recurses:
+    ~10,000 levels would raise RecursionError), or does not fit the schema.
+    """
     body = await request.read()
     if not body.strip():
         if optional:
             return _load(schema, {})
         raise InvalidInput("A JSON body is required.")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInput("The body is not valid JSON (UTF-8 text).") from None
+    if json_depth_exceeds(text):
+        raise InvalidInput("The body is nested too deeply.")
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         raise InvalidInput("The body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise InvalidInput("The body must be a JSON object.")

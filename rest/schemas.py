@@ -1,10 +1,17 @@
-"""marshmallow schemas for REST bodies and query strings (unknown fields refused)."""
+"""marshmallow schemas for REST bodies and query strings (unknown fields refused).
+
+Every schema here derives from Strict, which refuses what no backend can store (NUL, lone
+surrogates) anywhere in the input before any field sees it, and every integer is a Count,
+bounded by what the database's columns hold. So a new field or schema is covered without
+remembering to be.
+"""
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
 
 from realtime.schemas import UUID_RE, Uuid
+from server.validation import MAX_INT, first_unstorable, unstorable_reason
 
 Tag = fields.String(validate=validate.Length(min=1, max=50))
 
@@ -13,24 +20,42 @@ class Strict(Schema):
     class Meta:
         unknown = RAISE
 
+    @pre_load
+    def _refuse_unstorable(self, data, **_kwargs):
+        # PostgreSQL refuses NUL and no encoder takes a lone surrogate; SQLite would store
+        # both. Refused here, for every field and key, so that both backends answer alike.
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            if isinstance(key, str) and (reason := unstorable_reason(key)):
+                raise ValidationError({"_schema": [f"Field names: {reason}"]})
+            if reason := first_unstorable(value):
+                raise ValidationError({key: [reason]})
+        return data
+
+
+def Count(minimum: int = 0, maximum: int = MAX_INT, **kwargs):  # noqa: N802 - a field factory
+    """A non-negative integer (offset, limit, seq) no larger than the database's INTEGER."""
+    return fields.Integer(validate=validate.Range(min=minimum, max=min(maximum, MAX_INT)), **kwargs)
+
 
 class ConversationListQuerySchema(Strict):
     filter = fields.String(
         load_default="unassigned", validate=validate.OneOf(("unassigned", "mine", "all"))
     )
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = Count(1, 500, load_default=100)
+    offset = Count(load_default=0)
 
 
 class HistoryQuerySchema(Strict):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
-    after_seq = fields.Integer(load_default=None, validate=validate.Range(min=0))
+    limit = Count(1, 200, load_default=50)
+    offset = Count(load_default=0)
+    after_seq = Count(load_default=None)
 
 
 class WidgetHistoryQuerySchema(Strict):
     external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    after_seq = fields.Integer(load_default=None, validate=validate.Range(min=0))
+    after_seq = Count(load_default=None)
 
 
 class ResolveSchema(Strict):

@@ -152,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
             migrate.upgrade(settings.database_url)
             print("chatd: database schema is up to date")
         elif args.command == "bootstrap":
+            # Refuse a bad --allowed-origin before touching the database (the service checks
+            # again; the rule is orgs.normalize_origin).
+            from server.services.orgs import normalize_origin
+
+            for origin in args.allowed_origin or []:
+                normalize_origin(origin)
             migrate.upgrade(settings.database_url)
             out = asyncio.run(_bootstrap(settings, args))
             if args.json:

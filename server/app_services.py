@@ -19,7 +19,7 @@ from server.services.presence import MemoryPresenceStore, PresenceService, Redis
 from server.services.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.services.typing import TypingService
 from server.services.uploads import UploadService
-from server.services.widget import WidgetService
+from server.services.widget import VisitorLimits, WidgetService
 from server.settings import Settings
 
 
@@ -86,7 +86,8 @@ def build_services(settings: Settings) -> Services:
         limiter = MemoryRateLimiter()
         presence_store = MemoryPresenceStore()
     conversations = ConversationService(db)
-    widget = WidgetService(db, conversations)
+    limits = VisitorLimits(limiter, settings)
+    widget = WidgetService(db, conversations, limits=limits)
     return Services(
         settings=settings,
         db=db,
@@ -99,5 +100,7 @@ def build_services(settings: Settings) -> Services:
         auth=AuthService(db, limiter, settings),
         orgs=OrgService(db),
         widget=widget,
-        uploads=UploadService(settings.uploads_path, settings.upload_max_bytes, widget),
+        uploads=UploadService(
+            settings.uploads_path, settings.upload_max_bytes, widget, limits=limits
+        ),
     )

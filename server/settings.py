@@ -114,6 +114,18 @@ class Settings:
     # does not escape the per-end-user limit above.
     socket_rate_limit_messages: int = 30
     socket_rate_limit_window_seconds: float = 10.0
+    # REST abuse limits on the widget's public endpoints, per sliding window (0 turns one
+    # off). The address is the TCP peer (request.remote): behind a proxy or load balancer
+    # every visitor shares its address, so raise or turn off the per-address limits there.
+    # New conversations (POST /chat-widget/conversations and the widget page); a visitor who
+    # already has one is not counted.
+    new_conversations_per_address: int = 10
+    new_conversations_per_token: int = 600
+    new_conversations_window_seconds: float = 60.0
+    # Visitor uploads (POST /chat-widget/uploads); per visitor = per conversation.
+    visitor_uploads_per_address: int = 60
+    visitor_uploads_per_visitor: int = 20
+    visitor_uploads_window_seconds: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -176,6 +188,17 @@ class Settings:
             socket_rate_limit_messages=_int(env, "CHATD_SOCKET_RATE_LIMIT_MESSAGES", 30, 1),
             socket_rate_limit_window_seconds=_float(
                 env, "CHATD_SOCKET_RATE_LIMIT_WINDOW_SECONDS", 10.0, 0.1
+            ),
+            # REST abuse limits
+            new_conversations_per_address=_int(env, "CHATD_NEW_CONVERSATIONS_PER_ADDRESS", 10),
+            new_conversations_per_token=_int(env, "CHATD_NEW_CONVERSATIONS_PER_TOKEN", 600),
+            new_conversations_window_seconds=_float(
+                env, "CHATD_NEW_CONVERSATIONS_WINDOW_SECONDS", 60.0, 1.0
+            ),
+            visitor_uploads_per_address=_int(env, "CHATD_VISITOR_UPLOADS_PER_ADDRESS", 60),
+            visitor_uploads_per_visitor=_int(env, "CHATD_VISITOR_UPLOADS_PER_VISITOR", 20),
+            visitor_uploads_window_seconds=_float(
+                env, "CHATD_VISITOR_UPLOADS_WINDOW_SECONDS", 60.0, 1.0
             ),
         )
         return settings

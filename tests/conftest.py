@@ -32,6 +32,14 @@ def base_settings() -> Settings:
         "CHATD_DATA_DIR": str(_TMP),
         "CHATD_TYPING_TIMEOUT_SECONDS": "0.6",
         "CHATD_PRESENCE_TTL_SECONDS": "3",
+        # The suite opens many conversations and uploads from 127.0.0.1. Off, not raised: with
+        # Redis every attempt would still be recorded, and `chatd serve` processes of the
+        # multi-process tests (default limits, same Redis) would find 127.0.0.1 over its limit.
+        # tests/rest/test_abuse_limits.py turns them on.
+        "CHATD_NEW_CONVERSATIONS_PER_ADDRESS": "0",
+        "CHATD_NEW_CONVERSATIONS_PER_TOKEN": "0",
+        "CHATD_VISITOR_UPLOADS_PER_ADDRESS": "0",
+        "CHATD_VISITOR_UPLOADS_PER_VISITOR": "0",
     }
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]

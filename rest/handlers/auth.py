@@ -10,7 +10,7 @@ from marshmallow import ValidationError
 from rest import pages
 from rest.handlers import inbox as inbox_page
 from rest.keys import SERVICES, SESSION_TOKEN
-from rest.middlewares import agent_of, load_json, render_domain_error
+from rest.middlewares import agent_of, credential, load_json, render_domain_error
 from rest.schemas import LoginFormSchema, LoginSchema
 from server.errors import Forbidden, InvalidInput, NotAuthenticated, RateLimited
 from server.security import csrf_matches, csrf_token_for
@@ -54,7 +54,7 @@ def _set_session_cookie(request: web.Request, response: web.StreamResponse, toke
 def _login_csrf(request: web.Request) -> tuple[str, str]:
     """A pre-session CSRF pair for the login form: (cookie seed, token in the page)."""
     secret = request.app[SERVICES].settings.secret_key
-    seed = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    seed = credential(request.cookies.get(LOGIN_CSRF_COOKIE)) or secrets.token_urlsafe(24)
     return seed, csrf_token_for(secret, "login:" + seed)
 
 
@@ -82,8 +82,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     try:
         data = _login_form.load({k: v for k, v in form.items() if isinstance(v, str)})
         if not (
-            request.cookies.get(LOGIN_CSRF_COOKIE)
-            and csrf_matches(services.settings.secret_key, "login:" + seed, data["csrf_token"])
+            credential(request.cookies.get(LOGIN_CSRF_COOKIE))
+            and csrf_matches(
+                services.settings.secret_key, "login:" + seed, credential(data["csrf_token"])
+            )
         ):
             raise Forbidden("The form expired; please try again.")
         token, _user = await services.auth.login(
@@ -118,7 +120,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     is_form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
     if csrf is None and is_form:
         csrf = (await request.post()).get("csrf_token")
-    if not services.auth.csrf_valid(token, csrf if isinstance(csrf, str) else None):
+    if not services.auth.csrf_valid(token, credential(csrf)):
         return render_domain_error(Forbidden("Missing or invalid CSRF token."))
     await services.auth.logout(token)
     response: web.StreamResponse

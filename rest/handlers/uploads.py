@@ -6,9 +6,17 @@ UploadService; the size, type and authorization rules live there.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import (
+    BadContentDispositionHeader,
+    BadContentDispositionParam,
+    content_disposition_filename,
+    parse_content_disposition,
+)
 from marshmallow import Schema
 
 from rest.keys import SERVICES
@@ -30,16 +38,35 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _field(part: BodyPartReader) -> str:
+async def _field(part: BodyPartReader, name: str) -> str:
     data = b""
     while chunk := await part.read_chunk(MAX_FIELD_BYTES + 1):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
-            raise InvalidInput(f"{part.name}: longer than {MAX_FIELD_BYTES} bytes.")
+            raise InvalidInput(f"{name}: longer than {MAX_FIELD_BYTES} bytes.")
     try:
         return data.decode()
     except UnicodeDecodeError:
-        raise InvalidInput(f"{part.name}: not UTF-8 text.") from None
+        raise InvalidInput(f"{name}: not UTF-8 text.") from None
+
+
+def _disposition(part: BodyPartReader) -> tuple[str | None, str | None]:
+    """The part's field name and file name, from its Content-Disposition.
+
+    aiohttp only warns about a header it cannot parse (a filename* that is not UTF-8, say)
+    and then drops the value; a part we cannot name for sure is refused instead.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BadContentDispositionHeader)
+        warnings.simplefilter("error", BadContentDispositionParam)
+        try:
+            _kind, params = parse_content_disposition(part.headers.get(hdrs.CONTENT_DISPOSITION))
+            return (
+                content_disposition_filename(params, "name"),
+                content_disposition_filename(params, "filename"),
+            )
+        except (BadContentDispositionHeader, BadContentDispositionParam, ValueError):
+            raise InvalidInput("A form part has a malformed Content-Disposition.") from None
 
 
 async def _read_form(
@@ -55,17 +82,22 @@ async def _read_form(
         try:
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader) or not part.name:
+                if not isinstance(part, BodyPartReader):
                     raise InvalidInput("Every form part must be a named field.")
-                if part.name in fields or (part.name == FILE_FIELD and staged is not None):
-                    raise InvalidInput(f"{part.name}: given more than once.")
-                if part.name == FILE_FIELD:
+                name, filename = _disposition(part)
+                if not name:
+                    raise InvalidInput("Every form part must be a named field.")
+                if name in fields or (name == FILE_FIELD and staged is not None):
+                    raise InvalidInput(f"{name}: given more than once.")
+                if name == FILE_FIELD:
                     content_type = part.headers.get("Content-Type")
-                    staged = await uploads.stage(part.filename, content_type, _chunks(part))
+                    staged = await uploads.stage(filename, content_type, _chunks(part))
                 else:
-                    fields[part.name] = await _field(part)
-        except (ValueError, AssertionError, RuntimeError):
-            # aiohttp's multipart reader on a malformed body.
+                    fields[name] = await _field(part, name)
+        except (ValueError, AssertionError, RuntimeError, HttpProcessingError, Warning):
+            # aiohttp's multipart reader on a malformed body: a part header it cannot parse
+            # (HttpProcessingError), a bad Content-Disposition it warns about (a Warning
+            # when warnings are errors), framing it cannot follow (the others).
             raise InvalidInput("The body is not valid multipart/form-data.") from None
         if staged is None:
             raise InvalidInput(f"A file is required in the form field '{FILE_FIELD}'.")
@@ -77,6 +109,7 @@ async def _read_form(
 
 async def visitor_upload(request: web.Request) -> web.Response:
     uploads = request.app[SERVICES].uploads
+    await uploads.admit_visitor(request.remote)
     data, staged = await _read_form(request, uploads, _visitor)
     try:
         result = await uploads.accept_from_visitor(

@@ -14,12 +14,13 @@ _history = WidgetHistoryQuerySchema()
 
 async def open_conversation(request: web.Request) -> web.Response:
     body = await load_json(request, _open)
-    conversation, created = await request.app[SERVICES].conversations.create_or_get_conversation(
+    conversation, created = await request.app[SERVICES].widget.open_conversation(
         body["embed_token"],
         body["external_id"],
         body["customer_name"],
         origin=request.headers.get("Origin"),
         own_origin=f"{request.scheme}://{request.host}",
+        client_address=request.remote,
     )
     return web.json_response(conversation, status=201 if created else 200)
 

@@ -16,7 +16,7 @@ from rest.keys import SERVICES
 from rest.middlewares import load_query
 from rest.schemas import WidgetPageQuerySchema
 from rest.widget_assets import WIDGET_ASSETS, asset_response
-from server.errors import DomainError, NotFound
+from server.errors import DomainError, NotFound, infrastructure_error
 
 _page_query = WidgetPageQuerySchema()
 
@@ -62,11 +62,20 @@ async def page(request: web.Request) -> web.Response:
     try:
         q = load_query(request, _page_query)
         opened = await request.app[SERVICES].widget.open_page(
-            q["embed_token"], q["session_id"], (q["customer_name"] or "").strip() or None
+            q["embed_token"],
+            q["session_id"],
+            (q["customer_name"] or "").strip() or None,
+            client_address=request.remote,
         )
     except DomainError as err:
         message = "This chat is not available." if err.status == 403 else err.message
-        return _error_page(err.status, message)
+        return _error_page(err.status, message, err.extra.get("retry_after_ms"))
+    except Exception as exc:
+        # The database or Redis is down: the iframe says so instead of showing JSON.
+        unavailable = infrastructure_error(exc)
+        if unavailable is None:
+            raise
+        return _error_page(503, unavailable.message, unavailable.retry_after_ms)
     conversation = opened.conversation
     values = {
         "title": q["title"],
@@ -92,7 +101,7 @@ async def page(request: web.Request) -> web.Response:
     )
 
 
-def _error_page(status: int, message: str) -> web.Response:
+def _error_page(status: int, message: str, retry_after_ms: int | None = None) -> web.Response:
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Chat</title>'
         "<style>body{font:15px/1.5 system-ui,sans-serif;color:#344054;margin:0;display:flex;"
@@ -103,9 +112,7 @@ def _error_page(status: int, message: str) -> web.Response:
     # Framable anywhere: the site owner sees the reason in the widget's box instead of a
     # browser error; the page holds nothing and does nothing.
     csp = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors *"
-    return web.Response(
-        text=html,
-        status=status,
-        content_type="text/html",
-        headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"},
-    )
+    headers = {"Content-Security-Policy": csp, "Cache-Control": "no-store"}
+    if retry_after_ms:
+        headers["Retry-After"] = str(max(1, -(-int(retry_after_ms) // 1000)))
+    return web.Response(text=html, status=status, content_type="text/html", headers=headers)

@@ -30,7 +30,8 @@ from models.base import utcnow
 from server.actors import AgentActor
 from server.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from server.events import iso
-from server.services.widget import WidgetService
+from server.services.widget import VisitorLimits, WidgetService
+from server.validation import unstorable_reason
 
 META = ".meta.json"
 STAGING = ".staging"
@@ -136,6 +137,16 @@ def sanitize_filename(name: str | None) -> str:
     return base or "file"
 
 
+def check_filename(name: str | None) -> None:
+    """Refuse a file name no backend could store, as sent or once percent-decoded (browsers
+    percent-encode some characters of a form's file name). Raises InvalidInput."""
+    if not name:
+        return
+    reason = unstorable_reason(name) or unstorable_reason(unquote(name, errors="surrogatepass"))
+    if reason:
+        raise InvalidInput(f"file name: {reason}")
+
+
 def _extension(name: str) -> str:
     stem, dot, ext = name.rpartition(".")
     return "." + ext.lower() if dot and stem else ""
@@ -200,12 +211,25 @@ class StoredUpload:
 
 
 class UploadService:
-    def __init__(self, root: Path, max_bytes: int, widget: WidgetService) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int,
+        widget: WidgetService,
+        limits: VisitorLimits | None = None,
+    ) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.widget = widget
+        self.limits = limits
 
     # ---- receiving ------------------------------------------------------------------------
+
+    async def admit_visitor(self, client_address: str | None) -> None:
+        """Count a visitor's upload attempt from `client_address` before any of it is read.
+        Raises RateLimited over the per-address limit."""
+        if self.limits is not None:
+            await self.limits.visitor_upload_from(client_address)
 
     def check_request_length(self, content_length: int | None) -> None:
         """Refuse a body that announces more than a file of the largest size could need,
@@ -224,9 +248,11 @@ class UploadService:
         """Stream one file to the staging area and check it.
 
         Raises UnsupportedMediaType (type, name or leading bytes not accepted),
-        PayloadTooLarge (over the limit), InvalidInput (empty). On any failure nothing is
-        left on disk. The caller accepts or discards the result.
+        PayloadTooLarge (over the limit), InvalidInput (empty, or a file name with NUL or a
+        lone surrogate, raw or percent-encoded). On any failure nothing is left on disk. The
+        caller accepts or discards the result.
         """
+        check_filename(filename)
         ftype, name = resolve_type(filename or "", content_type)
         staging = self.root / STAGING
         await asyncio.to_thread(staging.mkdir, parents=True, exist_ok=True)
@@ -267,10 +293,13 @@ class UploadService:
     ) -> dict[str, Any]:
         """Keep a visitor's file. Actor: the visitor holding external_id on the token's
         channel. Raises Forbidden (token unknown, revoked, or the Origin not allowed),
-        NotFound (not this visitor's conversation)."""
+        NotFound (not this visitor's conversation), RateLimited (over the per-visitor limit,
+        counted only once the visitor is proven, so nobody else can use up their allowance)."""
         await self.widget.visitor_conversation(
             embed_token, external_id, conversation_id, origin, own_origin
         )
+        if self.limits is not None:
+            await self.limits.visitor_upload_by(conversation_id)
         uploader = {
             "sender_type": "end_user",
             "external_id": external_id,

@@ -15,8 +15,10 @@ from sqlalchemy import select
 
 from models import Conversation, EndUser
 from server.db import Database
-from server.errors import Forbidden, NotFound
+from server.errors import Forbidden, NotFound, RateLimited
 from server.services.conversations import ConversationService
+from server.services.ratelimit import RateLimiter
+from server.settings import Settings
 
 _C = Conversation.__table__
 _E = EndUser.__table__
@@ -60,24 +62,35 @@ def origin_allowed(allowed_origins: list[str] | None, origin: str | None, own: s
 
 
 class WidgetService:
-    def __init__(self, db: Database, conversations: ConversationService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        conversations: ConversationService,
+        limits: VisitorLimits | None = None,
+    ) -> None:
         self.db = db
         self.conversations = conversations
+        self.limits = limits
 
     async def open_page(
-        self, embed_token: str, external_id: str, customer_name: str | None
+        self,
+        embed_token: str,
+        external_id: str,
+        customer_name: str | None,
+        client_address: str | None = None,
     ) -> WidgetPage:
         """The widget page of a visitor: their conversation (created on the first visit,
         renamed when customer_name changes) and who may frame the page.
 
         Actor: the anonymous visitor holding external_id. Raises Forbidden for an unknown or
-        revoked token. Emits nothing (a conversation is announced by its first message).
+        revoked token, RateLimited as open_conversation does. Emits nothing (a conversation
+        is announced by its first message).
         """
         token = await self.conversations.embed_token(embed_token)
         if token is None:
             raise Forbidden("Embed token invalid.")
-        conversation, _created = await self.conversations.create_or_get_conversation(
-            embed_token, external_id, customer_name
+        conversation, _created = await self.open_conversation(
+            embed_token, external_id, customer_name, client_address=client_address
         )
         return WidgetPage(conversation, frame_ancestors(token.allowed_origins))
 
@@ -131,4 +144,107 @@ class WidgetService:
             raise NotFound("Conversation not found.")
         return VisitorConversation(
             token.organization_id, token.channel_id, conversation_id, external_id
+        )
+
+    # ---- throttled opening (REST abuse limits) -------------------------------------------
+
+    async def open_conversation(
+        self,
+        embed_token: str,
+        external_id: str,
+        customer_name: str | None = None,
+        origin: str | None = None,
+        own_origin: str | None = None,
+        client_address: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """ConversationService.create_or_get_conversation for a visitor on the public web,
+        with the limits on new conversations (per client address, per embed token).
+
+        A visitor who already has a conversation on the token's channel is not counted (the
+        widget calls this again to set the name). Every attempt that would create one counts,
+        before it is made, so that concurrent attempts cannot slip through together. Raises
+        RateLimited over a limit (nothing created), and what create_or_get_conversation
+        raises. Returns (conversation, created).
+        """
+        if self.limits is not None:
+            token = await self.conversations.embed_token(embed_token)
+            # An unknown token or a refused Origin creates nothing: the service says why.
+            if (
+                token is not None
+                and origin_allowed(token.allowed_origins, origin, own_origin)
+                and not await self._has_conversation(token.channel_id, external_id)
+            ):
+                await self.limits.new_conversation(client_address, token.id)
+        return await self.conversations.create_or_get_conversation(
+            embed_token, external_id, customer_name, origin=origin, own_origin=own_origin
+        )
+
+    async def _has_conversation(self, channel_id: str, external_id: str) -> bool:
+        stmt = (
+            select(_C.c.id)
+            .select_from(_C.join(_E, _E.c.id == _C.c.end_user_id))
+            .where(
+                _C.c.channel_id == channel_id,
+                _E.c.channel_id == channel_id,
+                _E.c.external_id == external_id,
+            )
+            .limit(1)
+        )
+        async with self.db.read() as session:
+            return (await session.execute(stmt)).first() is not None
+
+
+class VisitorLimits:
+    """The REST abuse limits on what anonymous visitors may do (server.settings: "REST abuse
+    limits"), on the shared RateLimiter: per process without Redis, across processes with it.
+
+    Each check records the attempt and raises RateLimited (retry_after_ms) over the limit; a
+    limit of 0 is off. Keys carry no secrets: token ids, conversation ids, addresses.
+    """
+
+    def __init__(self, limiter: RateLimiter, settings: Settings) -> None:
+        self.limiter = limiter
+        self.settings = settings
+
+    async def _take(self, key: str, limit: int, window_s: float, message: str) -> None:
+        if limit <= 0:
+            return
+        retry_ms = await self.limiter.hit(key, limit, window_s)
+        if retry_ms:
+            raise RateLimited(retry_ms, message)
+
+    async def new_conversation(self, client_address: str | None, token_id: str) -> None:
+        s = self.settings
+        window = s.new_conversations_window_seconds
+        if client_address:
+            await self._take(
+                f"open:addr:{client_address}",
+                s.new_conversations_per_address,
+                window,
+                "Too many new conversations from this address; try again later.",
+            )
+        await self._take(
+            f"open:token:{token_id}",
+            s.new_conversations_per_token,
+            window,
+            "Too many new conversations on this chat; try again later.",
+        )
+
+    async def visitor_upload_from(self, client_address: str | None) -> None:
+        s = self.settings
+        if client_address:
+            await self._take(
+                f"upload:addr:{client_address}",
+                s.visitor_uploads_per_address,
+                s.visitor_uploads_window_seconds,
+                "Too many uploads from this address; try again later.",
+            )
+
+    async def visitor_upload_by(self, conversation_id: str) -> None:
+        s = self.settings
+        await self._take(
+            f"upload:conv:{conversation_id}",
+            s.visitor_uploads_per_visitor,
+            s.visitor_uploads_window_seconds,
+            "Too many uploads; try again later.",
         )
