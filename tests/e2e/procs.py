@@ -22,8 +22,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Every test process talks from 127.0.0.1: the per-address limits on new conversations and
+# uploads would make one bucket of the whole suite. Tests of those limits set them again.
+TEST_LIMITS = {
+    "CHATD_NEW_CONVERSATIONS_PER_ADDRESS": "0",
+    "CHATD_NEW_CONVERSATIONS_PER_TOKEN": "0",
+    "CHATD_VISITOR_UPLOADS_PER_ADDRESS": "0",
+}
+
+
 class ServerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, inherit_env: bool = True) -> None:
+        env = {**TEST_LIMITS, **env}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
