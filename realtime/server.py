@@ -5,12 +5,19 @@ reconnected is being replayed what it missed (join_conversation with last_seq), 
 events for it are held and then delivered after the replay, so the client sees every message
 once and in seq order. The gate sits below the Redis manager's local delivery, so it works the
 same on one process and on many.
+
+The Redis manager also repairs live delivery after a fan-out outage: whenever its subscription
+is (re)established it announces, to its own sockets, the head seq of every conversation room
+they are in (`conversation_head`), and clients fetch what they lack. Upstream symbols
+overridden (python-socketio 5.18.1): AsyncRedisManager._publish, _redis_listen_with_retries,
+_listen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 import socketio
@@ -22,6 +29,7 @@ from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
 from realtime.engine import EncodedPacket, use_lean_sockets
+from server import events, rooms
 from server.events import MESSAGE_RECEIVED
 from server.settings import Settings
 
@@ -29,6 +37,18 @@ log = logging.getLogger(__name__)
 
 # How long after a replay late live copies of replayed messages are still filtered out.
 WATERMARK_SECONDS = 10.0
+# The subscriber retries a lost Redis at this pace (python-socketio backs off to 60 s, which
+# left other processes' messages undelivered for that long after Redis was back).
+RESUBSCRIBE_FIRST_SLEEP = 0.25
+RESUBSCRIBE_MAX_SLEEP = 1.0
+# A head announcement that cannot read the database retries this often, this many times.
+ANNOUNCE_RETRY_SECONDS = 1.0
+ANNOUNCE_ATTEMPTS = 60
+# Events handed to local sockets between two yields to the event loop while announcing.
+ANNOUNCE_YIELD_EVERY = 256
+_CONV_ROOM = rooms.conversation("")
+
+HeadLookup = Callable[[list[str]], Awaitable[dict[str, int]]]
 
 
 class _OrjsonModule:
@@ -267,6 +287,11 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
         super().__init__(*args, **kwargs)
         self._outbox: list[str] = []
         self._flusher: asyncio.Task | None = None
+        # conversation ids -> their last_seq; set by the composition root.
+        self.head_lookup: HeadLookup | None = None
+        self._announcer: asyncio.Task | None = None
+        self._announce_again = False
+        self.subscriptions = 0
 
     async def _publish(self, data):
         self._outbox.append(self.json.dumps(data))
@@ -298,6 +323,97 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
                 await asyncio.wait_for(asyncio.shield(flusher), timeout)
             except TimeoutError:
                 log.warning("redis publish still pending after %.0f s", timeout)
+
+    # ---- live-delivery repair after a fan-out outage ---------------------------------------
+    # While Redis is down, what other processes commit reaches none of our sockets, and our
+    # own publishes are dropped (other processes' sockets miss them). When our subscription
+    # is back, we read every conversation room's head seq and tell the room's local sockets.
+    # The order closes the window between Redis returning and the resubscribe: a message
+    # committed before the read is covered by the head; one committed after it is published
+    # after that commit, so after our SUBSCRIBE was confirmed, and arrives live. Every
+    # process resubscribes, so each one's head covers the publishes others dropped.
+
+    async def _redis_listen_with_retries(self):
+        """Like python-socketio's, with a subscriber client of its own (a publish that
+        reconnects must not swap the connection under the listener), subscribe
+        confirmations passed through (they mark the moment live delivery resumed, also
+        after redis-py reconnected by itself), and a short retry pace."""
+        retry_sleep = RESUBSCRIBE_FIRST_SLEEP
+        while True:
+            client = self._get_redis_module().Redis.from_url(self.redis_url, **self.redis_options)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                retry_sleep = RESUBSCRIBE_FIRST_SLEEP
+                async for message in pubsub.listen():
+                    yield message
+            except Exception as exc:  # noqa: BLE001 - Redis is down or the link broke
+                log.warning("redis subscription lost (%s); retrying in %.2f s", exc, retry_sleep)
+            finally:
+                await _close_quietly(pubsub, client)
+            await asyncio.sleep(retry_sleep)
+            retry_sleep = min(retry_sleep * 2, RESUBSCRIBE_MAX_SLEEP)
+
+    async def _listen(self):
+        channel = self.channel.encode("utf-8")
+        async for message in self._redis_listen_with_retries():
+            if message.get("channel") != channel:
+                continue
+            if message.get("type") == "subscribe":
+                self.subscriptions += 1
+                self.announce_heads()
+            elif message.get("type") == "message" and "data" in message:
+                yield message["data"]
+
+    def announce_heads(self) -> None:
+        """Announce (soon, once) every local conversation room's head seq to its sockets."""
+        if self._announcer is not None and not self._announcer.done():
+            self._announce_again = True
+            return
+        self._announcer = asyncio.get_running_loop().create_task(self._announce_loop())
+
+    async def _announce_loop(self) -> None:
+        while True:
+            self._announce_again = False
+            await self._announce_once()
+            if not self._announce_again:
+                return
+
+    async def _announce_once(self) -> None:
+        lookup = self.head_lookup
+        if lookup is None:
+            return
+        for attempt in range(1, ANNOUNCE_ATTEMPTS + 1):
+            ids = [
+                room[len(_CONV_ROOM) :]
+                for room in self.rooms.get("/", {})
+                if isinstance(room, str) and room.startswith(_CONV_ROOM)
+            ]
+            if not ids:
+                return
+            try:
+                heads = await lookup(ids)
+                break
+            except Exception as exc:  # noqa: BLE001 - the database may be down too
+                if attempt == ANNOUNCE_ATTEMPTS:
+                    log.error("cannot read conversation heads to announce: %s", exc)
+                    return
+                await asyncio.sleep(ANNOUNCE_RETRY_SECONDS)
+        for n, (conversation_id, last_seq) in enumerate(heads.items(), 1):
+            ev = events.conversation_head(conversation_id, last_seq)
+            # Local sockets only (each process announces to its own), through the replay gate.
+            await ReplayGateMixin.emit(self, ev.name, ev.payload, "/", room=ev.room)
+            if n % ANNOUNCE_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        log.info("announced the head of %d conversations after (re)subscribing", len(heads))
+
+
+async def _close_quietly(pubsub, client) -> None:
+    for closing in (pubsub.aclose, client.aclose):
+        try:
+            await closing()
+        except Exception:  # noqa: BLE001, S110 - the connection is already gone
+            pass
 
 
 def create_sio(settings: Settings) -> socketio.AsyncServer:
