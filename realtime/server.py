@@ -44,6 +44,8 @@ RESUBSCRIBE_MAX_SLEEP = 1.0
 # A head announcement that cannot read the database retries this often, this many times.
 ANNOUNCE_RETRY_SECONDS = 1.0
 ANNOUNCE_ATTEMPTS = 60
+# How often the head of conversations whose messages could not be published is offered again.
+REANNOUNCE_SECONDS = 1.0
 # Events handed to local sockets between two yields to the event loop while announcing.
 ANNOUNCE_YIELD_EVERY = 256
 _CONV_ROOM = rooms.conversation("")
@@ -292,6 +294,9 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
         self._announcer: asyncio.Task | None = None
         self._announce_again = False
         self.subscriptions = 0
+        # conversation id -> the highest seq whose message_received never reached Redis.
+        self._unpublished: dict[str, int] = {}
+        self._reannouncer: asyncio.Task | None = None
 
     async def _publish(self, data):
         self._outbox.append(self.json.dumps(data))
@@ -314,6 +319,7 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
                     self.connected = False
                     if attempt == 2:
                         log.error("cannot publish %d events to redis: %s", len(batch), exc)
+                        self._dropped(batch)
 
     async def flush_published(self, timeout: float = 5.0) -> None:
         """Wait until everything emitted so far has been written to Redis."""
@@ -406,6 +412,51 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
             if n % ANNOUNCE_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
         log.info("announced the head of %d conversations after (re)subscribing", len(heads))
+
+    # A publish can fail while the other processes' subscriptions stay up (they then have no
+    # reason to announce anything): the heads of the conversations whose messages were
+    # dropped are published instead, once Redis takes publishes again.
+
+    def _dropped(self, batch: list[str]) -> None:
+        for raw in batch:
+            try:
+                message = self.json.loads(raw)
+                if message.get("method") != "emit" or message.get("event") not in (
+                    MESSAGE_RECEIVED,
+                    events.CONVERSATION_HEAD,
+                ):
+                    continue
+                payload = message["data"][0]
+                conversation_id = payload["conversation_id"]
+                seq = int(payload.get("seq", payload.get("last_seq")))
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                continue
+            if seq > self._unpublished.get(conversation_id, -1):
+                self._unpublished[conversation_id] = seq
+        if self._unpublished and (self._reannouncer is None or self._reannouncer.done()):
+            self._reannouncer = asyncio.get_running_loop().create_task(self._reannounce())
+
+    async def _reannounce(self) -> None:
+        while self._unpublished:
+            await asyncio.sleep(REANNOUNCE_SECONDS)
+            heads, self._unpublished = self._unpublished, {}
+            for conversation_id, last_seq in heads.items():
+                ev = events.conversation_head(conversation_id, last_seq)
+                # Other processes only: our own sockets had the messages. A drop comes back
+                # through _dropped, and is offered again.
+                await self._publish(
+                    {
+                        "method": "emit",
+                        "event": ev.name,
+                        "data": [ev.payload],
+                        "binary": False,
+                        "namespace": "/",
+                        "room": ev.room,
+                        "skip_sid": None,
+                        "callback": None,
+                        "host_id": self.host_id,
+                    }
+                )
 
 
 async def _close_quietly(pubsub, client) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import time
 
 import pytest
+import redis.asyncio as aioredis
 
 from tests.e2e.procs import ServerProcess, run_cli
 from tests.e2e.test_two_processes import Clients, bootstrap, open_conversation
@@ -146,3 +147,55 @@ async def test_messages_missed_during_a_redis_outage_are_announced_and_later_one
             fetched = [m["seq"] for m in await resp.json()]
         held = set(live) | set(fetched)
         assert held == set(range(1, total + 1)), sorted(set(range(1, total + 1)) - held)
+
+
+async def test_messages_whose_publish_failed_are_announced_once_redis_takes_publishes_again(
+    outage_cluster, private_redis
+):
+    """Redis stays up and every subscription with it, but refuses PUBLISH for a while (an ACL
+    change): nobody resubscribes, so the sending process announces the heads it dropped."""
+    env, (a, b), clients = outage_cluster
+    org = bootstrap(env)
+    cookie, _ = await clients.login(a.url, org["email"])
+    conv = await open_conversation(clients, a.url, org["embed_token"])
+    cid, ext = conv["id"], conv["end_user"]["external_id"]
+    sender = await clients.connect(a.url, cookie)
+    visitor_on_b = await clients.connect(b.url)
+    ack = await visitor_on_b.call("join_conversation", {"conversation_id": cid, "external_id": ext})
+    assert "error" not in ack, ack
+
+    async def send(text: str) -> int:
+        ack = await sender.call(
+            "send_message",
+            {
+                "conversation_id": cid,
+                "content": text,
+                "content_type": "text",
+                "sender_type": "agent",
+            },
+        )
+        assert "error" not in ack, ack
+        return ack["seq"]
+
+    await send("first")
+    await visitor_on_b.wait_for("message_received", timeout=10)
+
+    admin = aioredis.Redis.from_url(private_redis.url)
+    try:
+        await admin.execute_command("ACL", "SETUSER", "default", "-publish")
+        dropped = [await send(f"unpublished {i}") for i in range(3)]
+        await asyncio.sleep(1.0)  # the sender gives up on them
+        assert [m["seq"] for m in visitor_on_b.of("message_received")] == [1]
+        await admin.execute_command("ACL", "SETUSER", "default", "+publish")
+        allowed_at = time.monotonic()
+        (head,) = await visitor_on_b.wait_for(
+            "conversation_head", lambda h: h["conversation_id"] == cid, timeout=5
+        )
+        print(f"conversation_head {time.monotonic() - allowed_at:.2f} s after PUBLISH returned")
+        assert head["last_seq"] == dropped[-1]
+    finally:
+        await admin.execute_command("ACL", "SETUSER", "default", "+publish")
+        await admin.aclose()
+    later = await send("later")
+    (live,) = await visitor_on_b.wait_for("message_received", lambda m: m["seq"] == later)
+    assert live["content"] == "later"
