@@ -19,6 +19,9 @@
   // Live messages from two server processes may arrive slightly out of seq order: a hole is
   // given this long to fill by itself before it is fetched.
   var SETTLE_MS = 400;
+  // A head is announced to every socket of a process at once: the clients that lack
+  // something spread their fetches over this long instead of arriving together.
+  var HEAD_SPREAD_MS = 1000;
   var RETRY_MS = [1000, 2000, 4000, 8000, 15000];
 
   function isSeq(n) {
@@ -62,7 +65,7 @@
     if (!isSeq(lastSeq)) return;
     if (lastSeq > this._known) this._known = lastSeq;
     this._failures = 0;
-    this._schedule(0);
+    this._schedule(Math.floor(Math.random() * HEAD_SPREAD_MS));
   };
 
   ChatSeqGaps.prototype._mark = function (seq) {
@@ -78,9 +81,10 @@
   ChatSeqGaps.prototype._schedule = function (delay) {
     if (!this.missing() || this._fetching) return;
     if (this._timer) {
-      if (delay > 0) return;  // already due; a head makes it due now
+      if (delay >= this._due - Date.now()) return;  // already due by then
       clearTimeout(this._timer);
     }
+    this._due = Date.now() + delay;
     var self = this;
     this._timer = setTimeout(function () {
       self._timer = null;
