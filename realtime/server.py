@@ -293,7 +293,6 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
         self.head_lookup: HeadLookup | None = None
         self._announcer: asyncio.Task | None = None
         self._announce_again = False
-        self.subscriptions = 0
         # conversation id -> the highest seq whose message_received never reached Redis.
         self._unpublished: dict[str, int] = {}
         self._reannouncer: asyncio.Task | None = None
@@ -366,7 +365,6 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
             if message.get("channel") != channel:
                 continue
             if message.get("type") == "subscribe":
-                self.subscriptions += 1
                 self.announce_heads()
             elif message.get("type") == "message" and "data" in message:
                 yield message["data"]
