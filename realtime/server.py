@@ -11,6 +11,12 @@ is not a well-formed client event (undecodable frames, lying binary placeholders
 names that are not strings or are reserved) is answered or dropped there, before any
 handler runs. Upstream symbols overridden here: socketio.AsyncServer._handle_eio_message and
 ._handle_event, socketio.packet.Packet.decode and .add_attachment (python-socketio 5.18.1).
+
+The Redis manager also repairs live delivery after a fan-out outage: whenever its subscription
+is (re)established it announces, to its own sockets, the head seq of every conversation room
+they are in (`conversation_head`), and clients fetch what they lack. Upstream symbols
+overridden (python-socketio 5.18.1): AsyncRedisManager._publish, _redis_listen_with_retries,
+_listen.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable
 
 import orjson
 import socketio
@@ -30,6 +37,7 @@ from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
 from realtime.engine import EncodedPacket, use_lean_sockets
+from server import events, rooms
 from server.errors import InvalidInput
 from server.events import ERROR, MESSAGE_RECEIVED
 from server.settings import Settings
@@ -39,6 +47,20 @@ log = logging.getLogger(__name__)
 
 # How long after a replay late live copies of replayed messages are still filtered out.
 WATERMARK_SECONDS = 10.0
+# The subscriber retries a lost Redis at this pace (python-socketio backs off to 60 s, which
+# left other processes' messages undelivered for that long after Redis was back).
+RESUBSCRIBE_FIRST_SLEEP = 0.25
+RESUBSCRIBE_MAX_SLEEP = 1.0
+# A head announcement that cannot read the database retries this often, this many times.
+ANNOUNCE_RETRY_SECONDS = 1.0
+ANNOUNCE_ATTEMPTS = 60
+# How often the head of conversations whose messages could not be published is offered again.
+REANNOUNCE_SECONDS = 1.0
+# Events handed to local sockets between two yields to the event loop while announcing.
+ANNOUNCE_YIELD_EVERY = 256
+_CONV_ROOM = rooms.conversation("")
+
+HeadLookup = Callable[[list[str]], Awaitable[dict[str, int]]]
 
 
 def _refuse_constant(name: str):
@@ -460,6 +482,13 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
         super().__init__(*args, **kwargs)
         self._outbox: list[str] = []
         self._flusher: asyncio.Task | None = None
+        # conversation ids -> their last_seq; set by the composition root.
+        self.head_lookup: HeadLookup | None = None
+        self._announcer: asyncio.Task | None = None
+        self._announce_again = False
+        # conversation id -> the highest seq whose message_received never reached Redis.
+        self._unpublished: dict[str, int] = {}
+        self._reannouncer: asyncio.Task | None = None
 
     async def _publish(self, data):
         self._outbox.append(self.json.dumps(data))
@@ -482,6 +511,7 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
                     self.connected = False
                     if attempt == 2:
                         log.error("cannot publish %d events to redis: %s", len(batch), exc)
+                        self._dropped(batch)
 
     async def flush_published(self, timeout: float = 5.0) -> None:
         """Wait until everything emitted so far has been written to Redis."""
@@ -491,6 +521,141 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
                 await asyncio.wait_for(asyncio.shield(flusher), timeout)
             except TimeoutError:
                 log.warning("redis publish still pending after %.0f s", timeout)
+
+    # ---- live-delivery repair after a fan-out outage ---------------------------------------
+    # While Redis is down, what other processes commit reaches none of our sockets, and our
+    # own publishes are dropped (other processes' sockets miss them). When our subscription
+    # is back, we read every conversation room's head seq and tell the room's local sockets.
+    # The order closes the window between Redis returning and the resubscribe: a message
+    # committed before the read is covered by the head; one committed after it is published
+    # after that commit, so after our SUBSCRIBE was confirmed, and arrives live. Every
+    # process resubscribes, so each one's head covers the publishes others dropped.
+
+    async def _redis_listen_with_retries(self):
+        """Like python-socketio's, with a subscriber client of its own (a publish that
+        reconnects must not swap the connection under the listener), subscribe
+        confirmations passed through (they mark the moment live delivery resumed, also
+        after redis-py reconnected by itself), and a short retry pace."""
+        retry_sleep = RESUBSCRIBE_FIRST_SLEEP
+        while True:
+            client = self._get_redis_module().Redis.from_url(self.redis_url, **self.redis_options)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                retry_sleep = RESUBSCRIBE_FIRST_SLEEP
+                async for message in pubsub.listen():
+                    yield message
+            except Exception as exc:  # noqa: BLE001 - Redis is down or the link broke
+                log.warning("redis subscription lost (%s); retrying in %.2f s", exc, retry_sleep)
+            finally:
+                await _close_quietly(pubsub, client)
+            await asyncio.sleep(retry_sleep)
+            retry_sleep = min(retry_sleep * 2, RESUBSCRIBE_MAX_SLEEP)
+
+    async def _listen(self):
+        channel = self.channel.encode("utf-8")
+        async for message in self._redis_listen_with_retries():
+            if message.get("channel") != channel:
+                continue
+            if message.get("type") == "subscribe":
+                self.announce_heads()
+            elif message.get("type") == "message" and "data" in message:
+                yield message["data"]
+
+    def announce_heads(self) -> None:
+        """Announce (soon, once) every local conversation room's head seq to its sockets."""
+        if self._announcer is not None and not self._announcer.done():
+            self._announce_again = True
+            return
+        self._announcer = asyncio.get_running_loop().create_task(self._announce_loop())
+
+    async def _announce_loop(self) -> None:
+        while True:
+            self._announce_again = False
+            await self._announce_once()
+            if not self._announce_again:
+                return
+
+    async def _announce_once(self) -> None:
+        lookup = self.head_lookup
+        if lookup is None:
+            return
+        for attempt in range(1, ANNOUNCE_ATTEMPTS + 1):
+            ids = [
+                room[len(_CONV_ROOM) :]
+                for room in self.rooms.get("/", {})
+                if isinstance(room, str) and room.startswith(_CONV_ROOM)
+            ]
+            if not ids:
+                return
+            try:
+                heads = await lookup(ids)
+                break
+            except Exception as exc:  # noqa: BLE001 - the database may be down too
+                if attempt == ANNOUNCE_ATTEMPTS:
+                    log.error("cannot read conversation heads to announce: %s", exc)
+                    return
+                await asyncio.sleep(ANNOUNCE_RETRY_SECONDS)
+        for n, (conversation_id, last_seq) in enumerate(heads.items(), 1):
+            ev = events.conversation_head(conversation_id, last_seq)
+            # Local sockets only (each process announces to its own), through the replay gate.
+            await ReplayGateMixin.emit(self, ev.name, ev.payload, "/", room=ev.room)
+            if n % ANNOUNCE_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        log.info("announced the head of %d conversations after (re)subscribing", len(heads))
+
+    # A publish can fail while the other processes' subscriptions stay up (they then have no
+    # reason to announce anything): the heads of the conversations whose messages were
+    # dropped are published instead, once Redis takes publishes again.
+
+    def _dropped(self, batch: list[str]) -> None:
+        for raw in batch:
+            try:
+                message = self.json.loads(raw)
+                if message.get("method") != "emit" or message.get("event") not in (
+                    MESSAGE_RECEIVED,
+                    events.CONVERSATION_HEAD,
+                ):
+                    continue
+                payload = message["data"][0]
+                conversation_id = payload["conversation_id"]
+                seq = int(payload.get("seq", payload.get("last_seq")))
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+                continue
+            if seq > self._unpublished.get(conversation_id, -1):
+                self._unpublished[conversation_id] = seq
+        if self._unpublished and (self._reannouncer is None or self._reannouncer.done()):
+            self._reannouncer = asyncio.get_running_loop().create_task(self._reannounce())
+
+    async def _reannounce(self) -> None:
+        while self._unpublished:
+            await asyncio.sleep(REANNOUNCE_SECONDS)
+            heads, self._unpublished = self._unpublished, {}
+            for conversation_id, last_seq in heads.items():
+                ev = events.conversation_head(conversation_id, last_seq)
+                # Other processes only: our own sockets had the messages. A drop comes back
+                # through _dropped, and is offered again.
+                await self._publish(
+                    {
+                        "method": "emit",
+                        "event": ev.name,
+                        "data": [ev.payload],
+                        "binary": False,
+                        "namespace": "/",
+                        "room": ev.room,
+                        "skip_sid": None,
+                        "callback": None,
+                        "host_id": self.host_id,
+                    }
+                )
+
+
+async def _close_quietly(pubsub, client) -> None:
+    for closing in (pubsub.aclose, client.aclose):
+        try:
+            await closing()
+        except Exception:  # noqa: BLE001, S110 - the connection is already gone
+            pass
 
 
 def create_sio(settings: Settings) -> socketio.AsyncServer:

@@ -60,6 +60,7 @@ class WidgetAssets:
         files = {
             "widget.js": Asset.read("widget.js", widget / "widget.js", JS),
             "widget.css": Asset.read("widget.css", widget / "widget.css", CSS),
+            "seqgap.js": Asset.read("seqgap.js", static_dir / "seqgap.js", JS),
         }
         missing: tuple[str, ...] = ()
         if socket_io.is_file():

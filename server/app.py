@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     sio = create_sio(settings)
     sio.register_namespace(ChatNamespace(services))
     services.publisher.bind(sio.emit, getattr(sio.manager, "flush_published", None))
+    sio.manager.head_lookup = services.conversations.last_seqs  # fan-out outage repair
     sio.attach(app)
     app[SIO] = sio
 

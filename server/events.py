@@ -19,6 +19,8 @@ TYPING_INDICATOR = "typing_indicator"
 TYPING_CLEARED = "typing_cleared"
 AGENT_STATUS_CHANGED = "agent_status_changed"
 MESSAGES_READ = "messages_read"
+# Not in the guide: an addition (docs/widget.md, docs/inbox.md) for repairing live delivery.
+CONVERSATION_HEAD = "conversation_head"
 ERROR = "error"
 
 
@@ -144,5 +146,15 @@ def messages_read(
             "reader_id": reader_id,
             "read_at": iso(read_at),
         },
+        rooms.conversation(conversation_id),
+    )
+
+
+def conversation_head(conversation_id: str, last_seq: int) -> Event:
+    """The conversation's highest stored seq, announced to its room after a fan-out outage:
+    a client holding less fetches what it lacks (after_seq)."""
+    return Event(
+        CONVERSATION_HEAD,
+        {"conversation_id": conversation_id, "last_seq": last_seq},
         rooms.conversation(conversation_id),
     )

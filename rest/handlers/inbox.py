@@ -15,6 +15,7 @@ from aiohttp import web
 
 from rest.keys import AGENT, SERVICES, SESSION_TOKEN
 from rest.middlewares import agent_of
+from rest.widget_assets import WIDGET_ASSETS
 from server.errors import NotFound
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,7 @@ def render_page(request: web.Request, csrf: str, user: dict) -> str:
         "inbox_css": _asset_url(request, "inbox.css"),
         "inbox_js": _asset_url(request, "inbox.js"),
         "socket_io_js": "/inbox/vendor/socket.io.min.js",
+        "seqgap_js": request.app[WIDGET_ASSETS].url("seqgap.js"),
     }
     html = (INBOX_DIR / "index.html").read_text(encoding="utf-8")
     for key, value in values.items():

@@ -86,6 +86,7 @@ async def page(request: web.Request) -> web.Response:
         "upload_max_bytes": str(request.app[SERVICES].settings.upload_max_bytes),
         "widget_css": assets.url("widget.css"),
         "widget_js": assets.url("widget.js"),
+        "seqgap_js": assets.url("seqgap.js"),
         "socket_io_js": assets.url("socket.io.min.js"),
     }
     html = assets.template

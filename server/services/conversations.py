@@ -539,3 +539,20 @@ class ConversationService:
                 await session.execute(base.where(_S.c.assigned_agent_id == actor.user_id))
             ).scalar()
         return {"unassigned": int(unassigned or 0), "mine": int(mine or 0)}
+
+    async def last_seqs(self, conversation_ids: list[str]) -> dict[str, int]:
+        """The highest stored seq of each conversation that exists, by id.
+
+        For the real-time layer, which re-announces the head of the rooms its sockets were
+        admitted to after a fan-out outage: no actor, and the answer goes only to those rooms.
+        One query per 500 ids, no lock.
+        """
+        heads: dict[str, int] = {}
+        ids = list(dict.fromkeys(conversation_ids))
+        async with self.db.read() as session:
+            for start in range(0, len(ids), 500):
+                rows = await session.execute(
+                    select(_C.c.id, _C.c.last_seq).where(_C.c.id.in_(ids[start : start + 500]))
+                )
+                heads.update({row.id: int(row.last_seq or 0) for row in rows})
+        return heads

@@ -78,8 +78,10 @@ async def test_inbox_page_loads_its_own_assets_and_the_official_socket_io_client
 
     scripts = re.findall(r'<script src="([^"]+)"', page.body)
     styles = re.findall(r'<link rel="stylesheet" href="([^"]+)"', page.body)
-    assert scripts == [
+    assert len(scripts) == 3 and scripts == [
         "/inbox/vendor/socket.io.min.js",
+        # The seq-gap detector the widget page loads too.
+        *[s for s in scripts if s.startswith("/chat-widget/assets/seqgap.js?v=")],
         *[s for s in scripts if s.startswith("/inbox/static/inbox.js?v=")],
     ], scripts
     assert len(styles) == 1 and styles[0].startswith("/inbox/static/inbox.css?v=")
@@ -88,7 +90,9 @@ async def test_inbox_page_loads_its_own_assets_and_the_official_socket_io_client
     assert vendor.status == 200
     assert vendor.headers["Content-Type"].split(";")[0] in JAVASCRIPT
     assert vendor.body == SOCKET_IO_BUILD.read_text()  # served as npm installed it
-    app = await fetch(factory, "GET", scripts[1])
+    gaps = await fetch(factory, "GET", scripts[1])
+    assert gaps.status == 200 and "ChatSeqGaps" in gaps.body
+    app = await fetch(factory, "GET", scripts[2])
     assert app.status == 200 and "emitWithAck" in app.body
     css = await fetch(factory, "GET", styles[0])
     assert css.status == 200 and css.headers["Content-Type"].startswith("text/css")

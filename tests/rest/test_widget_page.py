@@ -243,6 +243,7 @@ async def test_widget_page_links_versioned_assets_cached_for_a_year(factory):
     assert {u.split("?")[0].rsplit("/", 1)[1] for u in urls} == {
         "widget.css",
         "widget.js",
+        "seqgap.js",
         "socket.io.min.js",
     }
     for url in urls:
@@ -281,5 +282,5 @@ async def test_widget_page_with_all_its_scripts_stays_under_sixty_kib_gzipped(fa
     total = sum(sizes.values())
     with capsys.disabled():
         print(f"\n[size] widget page gzipped: {sizes}, total {total} bytes")
-    assert len(sizes) == 4
+    assert len(sizes) == 5  # the page, widget.js, seqgap.js, widget.css, socket.io
     assert total < PAGE_MAX_GZIP, sizes

@@ -4,7 +4,9 @@
  * page's <meta name="csrf-token"> as X-CSRFToken on every unsafe call) and Socket.IO events
  * through the official socket.io-client (window.io). Every piece of text that came from a
  * visitor or another agent is put into the page with textContent or as an attribute value,
- * never parsed as HTML.
+ * never parsed as HTML. The open conversation's messages are kept gap-free by seq: a hole, or
+ * a conversation_head beyond what is shown, is fetched with after_seq (ChatSeqGaps,
+ * seqgap.js), and rejoins start from the last gap-free seq.
  */
 (function () {
   'use strict';
@@ -35,7 +37,7 @@
     current: null,
     messages: new Map(), // seq -> message of the open conversation
     readSent: new Set(),
-    lastSeq: 0,
+    lastSeq: 0, // the highest seq shown; gaps.gapFree() is the highest without a hole
     oldestSeq: null,
     team: new Map(), // id -> {id, display_name, role}
     online: new Set(),
@@ -178,6 +180,15 @@
 
   var socket = window.io({ withCredentials: true });
 
+  var gaps = new window.ChatSeqGaps({
+    fetchAfter: function (seq) {
+      var id = state.current;
+      return api('/api/conversations/' + encodeURIComponent(id) + '/messages?after_seq=' + seq +
+        '&limit=200').then(function (page) { return id === state.current ? page : []; });
+    },
+    deliver: function (m) { onMessage(m); },
+  });
+
   function emitAck(event, data) {
     var timed = socket.timeout(ACK_TIMEOUT_MS);
     var sent = data === undefined ? timed.emitWithAck(event) : timed.emitWithAck(event, data);
@@ -230,6 +241,10 @@
   socket.on('conversation_assigned', function (e) { queueOr(applyAssigned, e); });
   socket.on('conversation_resolved', function (e) { queueOr(applyResolved, e); });
   socket.on('message_received', function (m) { onMessage(m); });
+  // After a fan-out outage the server announces each conversation's head seq.
+  socket.on('conversation_head', function (e) {
+    if (e && e.conversation_id === state.current) gaps.head(e.last_seq);
+  });
   socket.on('typing_indicator', function (e) {
     if (e.conversation_id === state.current) showTyping(e.sender_type);
   });
@@ -527,6 +542,7 @@
   }
 
   function resetMessages() {
+    gaps.reset(0);
     state.messages = new Map();
     state.readSent = new Set();
     state.lastSeq = 0;
@@ -561,6 +577,8 @@
       })
       .then(function (page) {
         if (!page || state.current !== id) return null;
+        // The newest page: gap-free from its first seq.
+        gaps.reset(page.length ? page[0].seq - 1 : 0);
         page.forEach(function (m) { addMessage(m); });
         updateOlderButton();
         scrollToBottom();
@@ -574,7 +592,11 @@
 
   function joinCurrent() {
     var id = state.current;
-    return emitAck('join_conversation', { conversation_id: id, last_seq: state.lastSeq });
+    return emitAck('join_conversation', { conversation_id: id, last_seq: gaps.gapFree() })
+      .then(function (ack) {
+        if (state.current === id) gaps.head(ack.last_seq);
+        return ack;
+      });
   }
 
   function onMessage(m) {
@@ -593,6 +615,7 @@
     if (!m || m.conversation_id !== state.current || state.messages.has(m.seq)) return false;
     state.messages.set(m.seq, m);
     state.lastSeq = Math.max(state.lastSeq, m.seq);
+    gaps.held(m.seq);
     state.oldestSeq = state.oldestSeq === null ? m.seq : Math.min(state.oldestSeq, m.seq);
     var node = renderMessage(m);
     var list = $('#message-list');

@@ -2,7 +2,9 @@
  *
  * History from GET /chat-widget/history, then Socket.IO (the official socket.io-client):
  * join_conversation with last_seq on every (re)connect, so the server replays what was missed;
- * messages are placed and deduplicated by seq. Every text a message carries is put in the page
+ * messages are placed and deduplicated by seq. A hole in the seqs (or a conversation_head
+ * beyond them) is fetched from the history after the last gap-free seq (ChatSeqGaps,
+ * seqgap.js), and rejoins start from that seq. Every text a message carries is put in the page
  * with textContent, never as HTML. Sends carry a client_message_id, so the client's retries
  * (socket.io-client `retries`) store a message once. The host page talks to the widget through
  * the loader with postMessage (docs/widget.md).
@@ -24,11 +26,15 @@
   var typingEl = $(".cw-typing"), noticeEl = $(".cw-notice"), fileInput = $(".cw-file");
   var connEl = $(".cw-conn"), closeBtn = $(".cw-close");
 
-  var lastSeq = 0;
+  var lastSeq = 0;         // the highest seq shown (gaps.gapFree() is the highest without a hole)
   var bySeq = {};          // seq -> <li>, to drop copies (history, replay, ack, broadcast)
   var pending = [];        // own messages sent and not yet stored: {cmid, li, payload}
   var isOpen = !framed, unread = 0, toMark = [];
   var hostOrigin = null, lastTypingSent = 0, joined = false;
+  var gaps = new window.ChatSeqGaps({
+    fetchAfter: function (seq) { return fetchHistory(seq); },
+    deliver: function (m) { receive(m, true); }
+  });
 
   // ---- small helpers --------------------------------------------------------------------
 
@@ -258,6 +264,7 @@
   function place(li, seq) {
     li.setAttribute("data-seq", seq);
     bySeq[seq] = li;
+    gaps.held(seq);
     var kids = log.children, i = kids.length - 1;
     while (i >= 0 && (!kids[i].hasAttribute("data-seq") || Number(kids[i].getAttribute("data-seq")) > seq)) i--;
     log.insertBefore(li, i >= 0 ? kids[i].nextSibling : log.firstChild);
@@ -440,21 +447,35 @@
     retries: 5
   });
 
-  var historyLoaded = fetch("/chat-widget/history/" + encodeURIComponent(CID) + "?external_id=" + encodeURIComponent(EXT))
-    .then(function (r) { return r.ok ? r.json() : []; })
-    .then(function (list) { list.forEach(function (m) { receive(m, false); }); scrollDown(); })
+  function fetchHistory(afterSeq) {
+    var url = "/chat-widget/history/" + encodeURIComponent(CID) + "?external_id=" + encodeURIComponent(EXT);
+    if (afterSeq != null) url += "&after_seq=" + afterSeq;
+    return fetch(url).then(function (r) {
+      if (!r.ok) throw new Error("history " + r.status);
+      return r.json();
+    });
+  }
+
+  var historyLoaded = fetchHistory(null)
+    .then(function (list) {
+      // The newest page: gap-free from its first seq.
+      if (list.length) gaps.reset(list[0].seq - 1);
+      list.forEach(function (m) { receive(m, false); });
+      scrollDown();
+    })
     .catch(function () {});
 
   function join() {
     // With last_seq the server first replays every message after it, then live ones.
     socket.emit("join_conversation", {
-      conversation_id: CID, external_id: EXT, last_seq: lastSeq
+      conversation_id: CID, external_id: EXT, last_seq: gaps.gapFree()
     }, function (err, ack) {
       if (err || !ack || ack.error) {
         status("Chat unavailable", "error");
         return;
       }
       joined = true;
+      gaps.head(ack.last_seq);
       status("Online", "online");
       document.body.setAttribute("data-last-seq", lastSeq);
       markRead();
@@ -474,6 +495,11 @@
   });
 
   socket.on("message_received", function (m) { receive(m, true); });
+
+  // After a fan-out outage the server announces the head seq; what is missing is fetched.
+  socket.on("conversation_head", function (d) {
+    if (d && d.conversation_id === CID) gaps.head(d.last_seq);
+  });
 
   socket.on("typing_indicator", function (d) {
     if (d && d.conversation_id === CID && d.sender_type !== "end_user") {
