@@ -233,8 +233,14 @@
     showTyping(null);
   });
 
-  socket.on('connect_error', function () {
+  socket.on('connect_error', function (err) {
     setConnection('offline', 'Reconnecting…');
+    // socket.io-client gives up after the server refuses a handshake; "unavailable" (the
+    // database or Redis is down for a moment) is worth trying again.
+    var data = err && err.data;
+    if (data && data.code === 'unavailable' && !socket.active) {
+      setTimeout(function () { socket.connect(); }, Math.max(1000, data.retry_after_ms || 0));
+    }
   });
 
   socket.on('conversation_updated', function (e) { queueOr(applyUpdated, e); });
