@@ -226,10 +226,14 @@ async def test_widget_and_inbox_show_every_message_once_in_order_after_a_redis_o
                 shows_all(inbox, INBOX_MSGS, total, back),
             )
             recoveries.append(max(widget_done, inbox_done))
-            print(
-                f"\noutage {outage}: Redis back -> every message shown: widget "
+            line = (
+                f"outage {outage}: Redis back -> every message shown: widget "
                 f"{widget_done:.2f} s, inbox {inbox_done:.2f} s"
             )
+            print("\n" + line)
+            # Kept with the screenshots, so a passing run's figures can be read afterwards.
+            with open(artifacts / "fault-redis-recovery.txt", "a") as out:  # noqa: ASYNC230
+                out.write(line + "\n")
         await shop.screenshot(path=str(artifacts / "fault-redis-widget.png"))
         await inbox.screenshot(path=str(artifacts / "fault-redis-inbox.png"))
 
