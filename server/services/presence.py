@@ -4,6 +4,12 @@ counted across every tab and every process.
 In the process for the embedded run. With Redis, each process registers itself with a
 heartbeat; every process reaps the entries of processes whose heartbeat stopped, so killing
 a process marks its agents offline within presence_ttl_seconds.
+
+Each process also keeps its own count of the agent sockets it holds. Redis is the shared
+view, not the only copy: when Redis comes back empty after a restart (it runs without
+persistence), or another process reaped this one during an outage longer than the TTL, the
+next heartbeat finds this process's set missing and registers its agents again, so the team
+sees them online without anyone reconnecting.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from server import events
+from server.errors import infrastructure_error
 from server.publisher import Publisher
 
 log = logging.getLogger(__name__)
@@ -25,7 +32,7 @@ class MemoryPresenceStore:
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str], int] = {}
 
-    async def start(self, on_offline: Callable[[str, str], Awaitable[None]]) -> None:
+    async def start(self, on_offline, on_online=None) -> None:
         return None
 
     async def stop(self) -> list[tuple[str, str]]:
@@ -76,6 +83,18 @@ end
 return 0
 """
 
+# KEYS: agent hash, org set, proc set. ARGV: proc id, agent id, member, ttl seconds, count
+# Puts back what this process holds after Redis lost it; returns 1 if the agent was offline.
+_RESTORE = """
+redis.call('HSET', KEYS[1], ARGV[1], tonumber(ARGV[5]))
+redis.call('EXPIRE', KEYS[1], 86400)
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]) * 4)
+local added = redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], 86400)
+return added
+"""
+
 # KEYS: procs zset. ARGV: dead proc id, stale-before (ms), prefix, force ('1' reaps regardless)
 # Returns a flat list org, agent, org, agent ... of agents that went offline.
 _REAP = """
@@ -114,15 +133,25 @@ class RedisPresenceStore:
         self._connect = redis.register_script(_CONNECT)
         self._disconnect = redis.register_script(_DISCONNECT)
         self._reap = redis.register_script(_REAP)
+        self._restore = redis.register_script(_RESTORE)
+        # (org, agent) -> sockets this process holds: what to register again after a loss.
+        self._local: dict[tuple[str, str], int] = {}
+        self._failing = False
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._on_offline: Callable[[str, str], Awaitable[None]] | None = None
+        self._on_online: Callable[[str, str], Awaitable[None]] | None = None
 
     def _keys(self, org_id: str, agent_id: str) -> list[str]:
         return [_P + "agent:" + agent_id, _P + "org:" + org_id, _P + "proc:" + self.proc_id]
 
-    async def start(self, on_offline: Callable[[str, str], Awaitable[None]]) -> None:
+    async def start(
+        self,
+        on_offline: Callable[[str, str], Awaitable[None]],
+        on_online: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
         self._on_offline = on_offline
+        self._on_online = on_online
         await self._heartbeat()
         self._task = asyncio.create_task(self._loop(), name="presence-heartbeat")
 
@@ -134,9 +163,24 @@ class RedisPresenceStore:
                 await self._task
         return await self._reap_proc(self.proc_id, force=True)
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self) -> list[tuple[str, str]]:
+        """Mark this process alive; returns the agents it registered again (see the module
+        docstring), who are to be announced online."""
         await self._redis.zadd(_P + "procs", {self.proc_id: int(time.time() * 1000)})
-        await self._redis.expire(_P + "proc:" + self.proc_id, int(self._ttl * 4))
+        procset = _P + "proc:" + self.proc_id
+        await self._redis.expire(procset, int(self._ttl * 4))
+        if not self._local or await self._redis.exists(procset):
+            return []
+        back = []
+        for (org_id, agent_id), count in list(self._local.items()):
+            added = await self._restore(
+                keys=self._keys(org_id, agent_id),
+                args=[self.proc_id, agent_id, f"{org_id}|{agent_id}", int(self._ttl), count],
+            )
+            if int(added) == 1:
+                back.append((org_id, agent_id))
+        log.info("presence: registered %d agents again after Redis lost them", len(self._local))
+        return back
 
     async def _reap_proc(self, proc_id: str, force: bool = False) -> list[tuple[str, str]]:
         stale_before = int((time.time() - self._ttl) * 1000)
@@ -153,7 +197,9 @@ class RedisPresenceStore:
         while not self._stopping:
             await asyncio.sleep(self._ttl / 3)
             try:
-                await self._heartbeat()
+                for org_id, agent_id in await self._heartbeat():
+                    if self._on_online:
+                        await self._on_online(org_id, agent_id)
                 stale_before = (time.time() - self._ttl) * 1000
                 dead = await self._redis.zrangebyscore(_P + "procs", "-inf", stale_before)
                 for proc in dead:
@@ -163,17 +209,35 @@ class RedisPresenceStore:
                             await self._on_offline(org_id, agent_id)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("presence heartbeat failed; retrying")
+            except Exception as exc:
+                if infrastructure_error(exc) is None:
+                    log.exception("presence heartbeat failed; retrying")
+                elif not self._failing:
+                    # Once per outage, not a traceback every heartbeat.
+                    log.warning("presence heartbeat: Redis unavailable (%r); retrying", exc)
+                self._failing = True
+            else:
+                if self._failing:
+                    log.warning("presence heartbeat: Redis answers again")
+                self._failing = False
 
     async def connected(self, org_id: str, agent_id: str) -> bool:
         res = await self._connect(
             keys=self._keys(org_id, agent_id),
             args=[self.proc_id, agent_id, f"{org_id}|{agent_id}", int(self._ttl)],
         )
+        key = (org_id, agent_id)
+        self._local[key] = self._local.get(key, 0) + 1
         return int(res) == 1
 
     async def disconnected(self, org_id: str, agent_id: str) -> bool:
+        # The local count first: the socket is gone whether or not Redis hears of it.
+        key = (org_id, agent_id)
+        count = self._local.get(key, 0) - 1
+        if count <= 0:
+            self._local.pop(key, None)
+        else:
+            self._local[key] = count
         res = await self._disconnect(
             keys=self._keys(org_id, agent_id), args=[self.proc_id, agent_id, f"{org_id}|{agent_id}"]
         )
@@ -192,7 +256,10 @@ class PresenceService:
         self.publisher = publisher
 
     async def start(self) -> None:
-        await self.store.start(self._went_offline)
+        await self.store.start(self._went_offline, self._came_back)
+
+    async def _came_back(self, org_id: str, agent_id: str) -> None:
+        await self.publisher.publish_one(events.agent_status_changed(org_id, agent_id, "online"))
 
     async def stop(self) -> None:
         for org_id, agent_id in await self.store.stop():
