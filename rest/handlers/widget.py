@@ -28,7 +28,10 @@ async def open_conversation(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     conversation_id = path_id(request)
     q = load_query(request, _history)
+    origin = request.headers.get("Origin")
+    if origin == f"{request.scheme}://{request.host}":
+        origin = None  # the widget page itself: the token's allowed origins do not apply
     result = await request.app[SERVICES].conversations.widget_history(
-        q["external_id"], conversation_id, q["after_seq"]
+        q["external_id"], conversation_id, q["after_seq"], origin=origin
     )
     return web.json_response(result)

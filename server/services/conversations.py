@@ -357,11 +357,16 @@ class ConversationService:
         return [events.message_public(r) for r in rows]
 
     async def widget_history(
-        self, external_id: str, conversation_id: str, after_seq: int | None = None
+        self,
+        external_id: str,
+        conversation_id: str,
+        after_seq: int | None = None,
+        origin: str | None = None,
     ) -> list[dict[str, Any]]:
         """The widget's history. Raises NotFound, and Forbidden once the conversation's embed
-        token is revoked (as the visitor's socket events are refused)."""
-        actor = EndUserActor(external_id)
+        token is revoked or when a browser `origin` (other than the server's own) is outside
+        the token's allowed origins, as the visitor's socket events are refused."""
+        actor = EndUserActor(external_id, origin=origin)
         await self.facts(actor, conversation_id)
         rows = await self.history(actor, conversation_id, WIDGET_HISTORY_LIMIT, 0, after_seq)
         for r in rows:

@@ -261,6 +261,26 @@ async def test_a_socket_from_a_foreign_origin_cannot_use_a_conversation_of_a_res
     assert "error" not in await factory.visitor_send(native, conv, "from the app")
 
 
+async def test_widget_history_from_an_origin_the_token_does_not_allow_is_refused(factory):
+    org = await factory.org(allowed_origins=[SHOP])
+    conv = await factory.conversation(org)
+    ext = conv["end_user"]["external_id"]
+    path = f"/chat-widget/history/{conv['id']}?external_id={ext}"
+
+    async def get(origin: str | None) -> tuple[int, Any]:
+        headers = {"Origin": origin} if origin else {}
+        async with factory.http.get(factory.url + path, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    status, body = await get(EVIL)
+    assert status == 403, body
+    assert body["error"]["code"] == "forbidden"
+    # An allowed page, the widget page itself, and a native app (no Origin) read it.
+    for origin in (SHOP, factory.url, None):
+        status, body = await get(origin)
+        assert status == 200, (origin, body)
+
+
 # ---- send limits --------------------------------------------------------------------------
 
 
