@@ -33,6 +33,8 @@ managers.py (python-socketio 5.18.1)
     and get_rooms overridden; basic_disconnect copied (callbacks, pending_connect,
     pending_disconnect); emit overridden, its per-recipient tasks replaced by _deliver, which
     uses get_participants, server.packet_class and server.eio.sockets.
+  - GatedManager.emit: drops the ignore_queue= keyword socketio.AsyncServer.emit always
+    passes, so one process takes _deliver too.
   - socketio.AsyncRedisManager (GatedRedisManager): _publish overridden,
     _redis_listen_with_retries and _listen copied and changed; relies on _redis_connect,
     _get_redis_module, redis, redis_url, redis_options, channel, connected and host_id, and on

@@ -211,7 +211,22 @@ class ReplayGateMixin(AsyncManager):
 
 
 class GatedManager(ReplayGateMixin):
-    pass
+    """The single-process manager: every emit takes the encode-once local delivery.
+
+    python-socketio's AsyncServer.emit always passes `ignore_queue=` to the manager; it only
+    means something with a message queue, so it is dropped here, and the emit takes the same
+    `_deliver` path as the Redis manager's local delivery (which AsyncPubSubManager.emit
+    reaches without keyword arguments).
+    """
+
+    async def emit(
+        self, event, data, namespace, room=None, skip_sid=None, callback=None, to=None, **kwargs
+    ):
+        kwargs.pop("ignore_queue", None)
+        return await super().emit(
+            event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, to=to,
+            **kwargs,
+        )
 
 
 class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
