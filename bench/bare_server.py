@@ -20,7 +20,8 @@ import socketio
 import uvloop
 from aiohttp import web
 
-from realtime.server import UncompressedWebSocket, _OrjsonModule
+from realtime.upstream.server import _OrjsonModule
+from realtime.upstream.transport import UncompressedWebSocket
 
 
 class PooledRedisManager(socketio.AsyncRedisManager):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from realtime.namespace import ChatNamespace
-from realtime.server import close_connections, create_sio
+from realtime.server import create_sio
+from realtime.upstream.transport import close_connections
 from rest.keys import SERVICES, SIO
 from rest.middlewares import middlewares
 from rest.routes import setup_routes

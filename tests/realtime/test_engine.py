@@ -1,4 +1,4 @@
-"""The lean Engine.IO socket (realtime/engine.py): its outgoing queue keeps asyncio.Queue's
+"""The lean Engine.IO socket (realtime/upstream/engine.py): its outgoing queue keeps asyncio.Queue's
 guarantees, its poll batches and ends as python-engineio's does, pings still flow and a silent
 peer is still dropped, and an idle websocket holds no task beyond the ones it needs."""
 
@@ -12,7 +12,7 @@ import pytest
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
-from realtime.engine import EncodedPacket, LeanAsyncSocket, OutgoingQueue
+from realtime.upstream.engine import EncodedPacket, LeanAsyncSocket, OutgoingQueue
 from rest.keys import SIO
 
 # --- the queue -------------------------------------------------------------------------------

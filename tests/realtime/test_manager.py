@@ -9,6 +9,7 @@ import asyncio
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from socketio.async_manager import AsyncManager
 
 from rest.keys import SIO
 
@@ -79,6 +80,43 @@ async def test_every_event_reaches_every_member_in_order(server, factory):
     for rec in (visitor, inbox):
         got = await rec.wait_for("message_received", count=30, timeout=15)
         assert [m["seq"] for m in got] == list(range(1, 31))
+
+
+async def test_every_emit_takes_the_encode_once_delivery(server, factory, monkeypatch):
+    """One process and Redis alike: live events go through _deliver (encoded once, no task
+    per recipient), never through python-socketio's stock per-recipient emit. AsyncServer.emit
+    passes ignore_queue= to the manager, which once sent the single-process server the slow
+    way."""
+    manager = server.app[SIO].manager
+    delivered: list[str] = []
+    stock: list[str] = []
+    deliver = manager._deliver
+
+    async def counting_deliver(event, data, namespace, room, skip_sid):
+        delivered.append(event)
+        return await deliver(event, data, namespace, room, skip_sid)
+
+    stock_emit = AsyncManager.emit
+
+    async def counting_stock_emit(self, event, *args, **kwargs):
+        stock.append(event)
+        return await stock_emit(self, event, *args, **kwargs)
+
+    monkeypatch.setattr(manager, "_deliver", counting_deliver)
+    monkeypatch.setattr(AsyncManager, "emit", counting_stock_emit)
+
+    org = await factory.org()
+    conv = await factory.conversation(org)
+    agent = await factory.agent(org)
+    visitor = await factory.visitor(conv)
+    inbox = await factory.client(agent)
+    assert "error" not in await inbox.call("join_conversation", {"conversation_id": conv["id"]})
+    ack = await factory.visitor_send(visitor, conv, "fast path")
+    assert "error" not in ack, ack
+    got = await inbox.wait_for("message_received", lambda d: d["content"] == "fast path")
+    assert got
+    assert "message_received" in delivered
+    assert stock == []
 
 
 async def test_pipelined_publishes_reach_redis_complete_and_in_order(server, factory, uses_redis):

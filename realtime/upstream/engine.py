@@ -13,7 +13,8 @@ and its timings exactly and drops the extra objects:
 
 python-engineio names its socket class directly and offers no hook, so use_lean_sockets()
 swaps the class it instantiates. The overridden methods follow python-engineio 4.x (pinned in
-pyproject.toml); tests/realtime/test_engine.py and the transport tests hold them to it.
+pyproject.toml); tests/realtime/test_engine.py and the transport tests hold them to it. Listed in
+realtime/upstream/__init__.py.
 """
 
 from __future__ import annotations
