@@ -39,6 +39,3 @@ class TypingService:
     async def disconnected(self, sid: str) -> None:
         for key in [k for k in self._timers if k[0] == sid]:
             await self.stopped(*key)
-
-    def is_typing(self, sid: str, conversation_id: str) -> bool:
-        return (sid, conversation_id) in self._timers
