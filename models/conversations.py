@@ -56,8 +56,9 @@ class Conversation(Base):
     embed_token_id: Mapped[str | None] = mapped_column(
         IdType, ForeignKey("embed_tokens.id", ondelete="SET NULL"), nullable=True
     )
-    # The last message's seq: bumped by an atomic UPDATE ... RETURNING in the message's own
-    # transaction, so seq is gap-free and the row lock orders concurrent senders.
+    # The last message's seq. The message writer locks the row (SELECT ... FOR UPDATE, in id
+    # order; SQLite has one writer instead), computes the batch's seqs from it and sets it in
+    # the same transaction as the inserts, so seq is gap-free and concurrent senders queue.
     last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)

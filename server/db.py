@@ -42,7 +42,7 @@ def create_engine(database_url: str) -> AsyncEngine:
 
 @dataclass
 class UnitOfWork:
-    session: AsyncConnection
+    conn: AsyncConnection
     events: list[Event] = field(default_factory=list)
 
     def emit(self, ev: Event) -> None:

@@ -56,14 +56,6 @@ def message_public(row: Any) -> dict[str, Any]:
     }
 
 
-def message_for_widget(row: Any) -> dict[str, Any]:
-    """The widget's history omits session_id and read_by (integration guide)."""
-    data = message_public(row)
-    del data["session_id"]
-    del data["read_by"]
-    return data
-
-
 def message_received(message: dict[str, Any]) -> Event:
     payload = {k: v for k, v in message.items() if k != "read_by"}
     return Event(MESSAGE_RECEIVED, payload, rooms.conversation(message["conversation_id"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -31,8 +30,3 @@ def upgrade(database_url: str) -> None:
     """Bring the schema to the newest revision (synchronous; call outside an event loop)."""
     _ensure_sqlite_dir(database_url)
     command.upgrade(alembic_config(database_url), "head")
-
-
-async def upgrade_async(database_url: str) -> None:
-    # env.py runs its own event loop, so it needs a thread of its own here.
-    await asyncio.to_thread(upgrade, database_url)

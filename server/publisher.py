@@ -71,11 +71,6 @@ class Publisher:
     async def publish_one(self, ev: Event) -> None:
         await self.publish((ev,))
 
-    async def flush(self) -> None:
-        """Wait until everything published so far has been handed to the emitter."""
-        if self._queue is not None:
-            await self._queue.join()
-
     async def _drain(self) -> None:
         queue = self._queue
         while True:

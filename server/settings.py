@@ -129,16 +129,8 @@ class Settings:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
-    def is_production(self) -> bool:
-        return self.environment == "production"
-
-    @property
     def uploads_path(self) -> Path:
         return self.upload_dir if self.upload_dir is not None else self.data_dir / "uploads"
-
-    @property
-    def uses_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
 
     def with_overrides(self, **changes) -> Settings:
         return replace(self, **changes)

@@ -92,7 +92,7 @@ class AuthService:
         token = new_session_token()
         now = utcnow()
         async with self.db.unit_of_work() as uow:
-            await uow.session.execute(
+            await uow.conn.execute(
                 insert(_A).values(
                     id_hash=sha256_hex(token),
                     user_id=row.id,
@@ -101,7 +101,7 @@ class AuthService:
                 )
             )
             # Housekeeping: expired sessions of this user go when they log in again.
-            await uow.session.execute(
+            await uow.conn.execute(
                 delete(_A).where(_A.c.user_id == row.id, _A.c.expires_at < now)
             )
         return token, user_public(row)
@@ -148,7 +148,7 @@ class AuthService:
             return
         key = sha256_hex(token)
         async with self.db.unit_of_work() as uow:
-            await uow.session.execute(delete(_A).where(_A.c.id_hash == key))
+            await uow.conn.execute(delete(_A).where(_A.c.id_hash == key))
         for listener in self._logout_listeners:
             try:
                 await listener(key)

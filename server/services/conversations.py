@@ -258,7 +258,7 @@ class ConversationService:
     async def _create_or_get(self, token, external_id: str, customer_name: str | None):
         created = False
         async with self.db.unit_of_work() as uow:
-            s = uow.session
+            s = uow.conn
             user = (
                 await s.execute(
                     select(_E.c.id, _E.c.display_name).where(
@@ -393,7 +393,7 @@ class ConversationService:
         reader = actor.sender_id
         changed: list[str] = []
         async with self.db.unit_of_work() as uow:
-            s = uow.session
+            s = uow.conn
             await self._load(s, actor, conversation_id)
             rows = (
                 await s.execute(
@@ -430,7 +430,7 @@ class ConversationService:
         """
         now = utcnow()
         async with self.db.unit_of_work() as uow:
-            s = uow.session
+            s = uow.conn
             claimed = (
                 await s.execute(
                     update(_S)
@@ -498,7 +498,7 @@ class ConversationService:
         """
         now = utcnow()
         async with self.db.unit_of_work() as uow:
-            s = uow.session
+            s = uow.conn
             sess = await self._open_session_for_update(s, actor, conversation_id)
             final_tags = normalize_tags(list(sess.tags or []) + list(tags or []))
             await s.execute(
@@ -523,7 +523,7 @@ class ConversationService:
     ) -> dict[str, Any]:
         """Replace the open session's tags. Raises NotFound, Conflict, Forbidden."""
         async with self.db.unit_of_work() as uow:
-            s = uow.session
+            s = uow.conn
             sess = await self._open_session_for_update(s, actor, conversation_id)
             await s.execute(update(_S).where(_S.c.id == sess.id).values(tags=normalize_tags(tags)))
             row = await self._load(s, actor, conversation_id)

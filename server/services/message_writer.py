@@ -264,7 +264,7 @@ class MessageWriter:
         now = utcnow()
         conv_ids = sorted({i.msg.conversation_id for i in items})
         async with self.db.unit_of_work() as uow:
-            pg = await _psycopg(uow.session)
+            pg = await _psycopg(uow.conn)
             if pg is not None:
                 plan = await self._store_pg(pg, uow, items, conv_ids, now)
             else:
@@ -277,7 +277,7 @@ class MessageWriter:
 
     async def _store_core(self, uow, items, conv_ids, now) -> _Plan:
         """The portable path (SQLite): SQLAlchemy Core statements."""
-        s = uow.session
+        s = uow.conn
         convs = {r.id: r for r in (await s.execute(_LOCK_CONVERSATIONS, {"ids": conv_ids}))}
         sessions = {
             r.conversation_id: [r.id, r.assigned_agent_id]

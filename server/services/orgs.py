@@ -89,7 +89,7 @@ class OrgService:
         token = new_embed_token()
         now = utcnow()
         async with self.db.unit_of_work() as uow:
-            s = uow.session
+            s = uow.conn
             org_id = (await s.execute(select(_O.c.id).where(_O.c.name == org_name))).scalar()
             if org_id is None:
                 org_id = new_id()
@@ -169,7 +169,7 @@ class OrgService:
         user_id = new_id()
         try:
             async with self.db.unit_of_work() as uow:
-                s = uow.session
+                s = uow.conn
                 if (await s.execute(select(_O.c.id).where(_O.c.id == org_id))).first() is None:
                     raise NotFound("Organization not found.")
                 await s.execute(
@@ -250,7 +250,7 @@ class OrgService:
         self._require_admin(actor)
         channel_id = new_id()
         async with self.db.unit_of_work() as uow:
-            await uow.session.execute(
+            await uow.conn.execute(
                 insert(_Ch).values(
                     id=channel_id,
                     organization_id=actor.organization_id,
@@ -259,7 +259,7 @@ class OrgService:
                     created_at=utcnow(),
                 )
             )
-            row = (await uow.session.execute(select(_Ch).where(_Ch.c.id == channel_id))).one()
+            row = (await uow.conn.execute(select(_Ch).where(_Ch.c.id == channel_id))).one()
         return channel_public(row)
 
     async def list_embed_tokens(self, actor: AgentActor) -> list[dict[str, Any]]:
@@ -282,7 +282,7 @@ class OrgService:
         origins = [normalize_origin(o) for o in allowed_origins]
         token = new_embed_token()
         async with self.db.unit_of_work() as uow:
-            s = uow.session
+            s = uow.conn
             channel = (
                 await s.execute(
                     select(_Ch).where(
@@ -303,7 +303,7 @@ class OrgService:
     async def revoke_embed_token(self, actor: AgentActor, token_id: str) -> dict[str, Any]:
         self._require_admin(actor)
         async with self.db.unit_of_work() as uow:
-            s = uow.session
+            s = uow.conn
             await s.execute(
                 update(_T)
                 .where(

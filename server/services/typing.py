@@ -14,6 +14,9 @@ class TypingService:
         self.publisher = publisher
         self.timeout_s = timeout_s
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # asyncio keeps only weak references to tasks: an expiry's publish held nowhere else
+        # could be collected before it runs.
+        self._tasks: set[asyncio.Task] = set()
 
     async def typing(self, sid: str, conversation_id: str, sender_type: str) -> None:
         key = (sid, conversation_id)
@@ -28,7 +31,9 @@ class TypingService:
 
     def _expire(self, key: tuple[str, str]) -> None:
         if self._timers.pop(key, None) is not None:
-            asyncio.ensure_future(self.publisher.publish_one(events.typing_cleared(key[1])))
+            task = asyncio.ensure_future(self.publisher.publish_one(events.typing_cleared(key[1])))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def stopped(self, sid: str, conversation_id: str) -> None:
         timer = self._timers.pop((sid, conversation_id), None)
@@ -39,6 +44,3 @@ class TypingService:
     async def disconnected(self, sid: str) -> None:
         for key in [k for k in self._timers if k[0] == sid]:
             await self.stopped(*key)
-
-    def is_typing(self, sid: str, conversation_id: str) -> bool:
-        return (sid, conversation_id) in self._timers

@@ -95,7 +95,7 @@ async def test_database_refuses_a_second_open_session_for_one_conversation(scene
 
     with pytest.raises(IntegrityError):
         async with factory.services.db.unit_of_work() as uow:
-            await uow.session.execute(
+            await uow.conn.execute(
                 insert(ConversationSession.__table__).values(
                     id=new_id(),
                     conversation_id=scene.conversation_id,
