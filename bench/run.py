@@ -12,8 +12,10 @@ Targets:
 
 Every server process is pinned to core 0 and the load generator to core 1 (taskset), as in
 docs/benchmarks.md; PostgreSQL and Redis are not pinned. The platform runs with the
-send_message rate limit raised (CHATD_RATE_LIMIT_MESSAGES) so that the limiter is exercised
-but never refuses: the benchmark measures throughput, not the limit.
+send_message, per-socket and new-conversation limits raised (CHATD_RATE_LIMIT_MESSAGES,
+CHATD_SOCKET_RATE_LIMIT_MESSAGES, CHATD_NEW_CONVERSATIONS_PER_*) so that the limiters are
+exercised but never refuse: every simulated visitor comes from 127.0.0.1, and the benchmark
+measures throughput, not the limits.
 """
 
 from __future__ import annotations
@@ -110,6 +112,9 @@ class Target:
             self.env.update(
                 CHATD_DEMO="false",
                 CHATD_RATE_LIMIT_MESSAGES="1000000",
+                CHATD_SOCKET_RATE_LIMIT_MESSAGES="1000000",
+                CHATD_NEW_CONVERSATIONS_PER_ADDRESS="1000000",
+                CHATD_NEW_CONVERSATIONS_PER_TOKEN="1000000",
                 CHATD_LOGIN_ATTEMPTS="1000000",
             )
             log(f"{self.name}: creating {orgs} orgs x {agents} agents")
