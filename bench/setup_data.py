@@ -13,8 +13,8 @@ import asyncio
 import json
 import uuid
 
+from chatd.wiring import build_services
 from server import migrate
-from server.app_services import build_services
 from server.settings import Settings
 
 PASSWORD = "bench-password-123"

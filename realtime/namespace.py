@@ -21,8 +21,9 @@ import socketio
 from marshmallow import Schema, ValidationError
 
 from realtime import schemas
-from server import rooms
-from server.actors import AgentActor, EndUserActor
+from realtime.events import ERROR
+from server import rooms, serializers
+from server.actors import Actor, ActorKind, AgentActor, EndUserActor
 from server.app_services import Services
 from server.errors import (
     DomainError,
@@ -32,7 +33,6 @@ from server.errors import (
     RateLimited,
     infrastructure_error,
 )
-from server.events import ERROR
 from server.services.conversations import REPLAY_BATCH, ConversationFacts, NewMessage
 from server.services.ratelimit import MemoryRateLimiter
 from server.validation import unstorable_reason
@@ -246,6 +246,24 @@ class ChatNamespace(socketio.AsyncNamespace):
             else:
                 log.warning("socket disconnect clean-up skipped, a service is down: %s", exc)
 
+    def typist_sockets(self, conversation_id: str, sender_type: str, sender_id: str) -> list[str]:
+        """This process's sockets in the conversation's room acting there as this sender: a
+        typist does not see its own typing indicator (nor do its other tabs)."""
+        room = rooms.conversation(conversation_id)
+        found = []
+        for sid, _eio_sid in self.server.manager.get_participants(self.namespace, room):
+            state = self.clients.get(sid)
+            if state is None:
+                continue
+            if sender_type == "agent":
+                if state.agent is not None and state.agent.user_id == sender_id and (
+                    conversation_id not in state.end_user_of
+                ):
+                    found.append(sid)
+            elif state.end_user_of.get(conversation_id) == sender_id:
+                found.append(sid)
+        return found
+
     # ---- access sweep -------------------------------------------------------------------
 
     async def sweep_access_forever(self) -> None:
@@ -311,7 +329,7 @@ class ChatNamespace(socketio.AsyncNamespace):
     async def _actor(self, state: ClientState, data: dict, sender_type: str | None):
         """The event's actor; an end user's handshake token checked first if it was not."""
         actor = self._actor_for(state, data, sender_type)
-        if isinstance(actor, EndUserActor) and state.unchecked_embed_token is not None:
+        if actor.kind is ActorKind.END_USER and state.unchecked_embed_token is not None:
             token = await self.svc.widget.handshake_token(state.unchecked_embed_token, state.origin)
             state.embed_token_id, state.unchecked_embed_token = token.id, None
             actor = self._actor_for(state, data, sender_type)
@@ -337,11 +355,12 @@ class ChatNamespace(socketio.AsyncNamespace):
         return EndUserActor(external_id, state.embed_token_id, state.origin)
 
     async def _check_access(
-        self, state: ClientState, actor, conversation_id: str
+        self, state: ClientState, actor: Actor, conversation_id: str
     ) -> ConversationFacts | None:
         """Authorization facts are cached per socket: typing must not cost a query. An end
-        user's are its facts (organization, embed token); the sweep ends them on revocation."""
-        if isinstance(actor, AgentActor):
+        user's are its facts (organization, embed token); the sweep ends them on revocation.
+        An agent's are its organization's (None is returned)."""
+        if actor.kind is ActorKind.AGENT:
             if conversation_id not in state.agent_convs:
                 await self.svc.conversations.facts(actor, conversation_id)
                 state.agent_convs.add(conversation_id)
@@ -376,7 +395,7 @@ class ChatNamespace(socketio.AsyncNamespace):
 
     async def on_send_message(self, sid: str, state: ClientState, data: dict):
         actor = await self._actor(state, data, data["sender_type"])
-        if isinstance(actor, EndUserActor):
+        if actor.kind is ActorKind.END_USER:
             facts = await self._check_access(state, actor, data["conversation_id"])
             await self._throttle_send(sid, facts, actor.external_id)
         message, _created = await self.svc.conversations.send_message(
@@ -390,7 +409,7 @@ class ChatNamespace(socketio.AsyncNamespace):
             ),
         )
         await self.svc.typing.stopped(sid, data["conversation_id"])
-        return {k: v for k, v in message.items() if k != "read_by"}
+        return serializers.message_for_socket(message)
 
     async def on_claim_conversation(self, sid: str, state: ClientState, data: dict):
         agent = self._agent(state)
@@ -403,7 +422,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         conv = data["conversation_id"]
         actor = await self._actor(state, data, None)
         facts = await self.svc.conversations.facts(actor, conv)
-        if isinstance(actor, AgentActor):
+        if actor.kind is ActorKind.AGENT:
             state.agent_convs.add(conv)
         else:
             state.end_user_of[conv] = actor.external_id
@@ -421,8 +440,9 @@ class ChatNamespace(socketio.AsyncNamespace):
             while True:
                 batch = await self.svc.conversations.messages_after(actor, conv, upto)
                 for message in batch:
-                    message.pop("read_by", None)
-                    await manager.send_direct(sid, "message_received", message)
+                    await manager.send_direct(
+                        sid, "message_received", serializers.message_for_socket(message)
+                    )
                     upto = message["seq"]
                 replayed += len(batch)
                 if len(batch) < REPLAY_BATCH:
@@ -456,13 +476,15 @@ class ChatNamespace(socketio.AsyncNamespace):
 
     async def on_user_typing(self, sid: str, state: ClientState, data: dict):
         actor = await self._actor(state, data, data["sender_type"])
-        await self._check_access(state, actor, data["conversation_id"])
-        await self.svc.typing.typing(sid, data["conversation_id"], actor.sender_type)
-        return {"conversation_id": data["conversation_id"]}
+        conv = data["conversation_id"]
+        facts = await self._check_access(state, actor, conv)
+        org = facts.organization_id if facts is not None else actor.organization_id
+        await self.svc.typing.typing(sid, org, conv, actor.sender_type, actor.sender_id)
+        return {"conversation_id": conv}
 
     async def on_mark_read(self, sid: str, state: ClientState, data: dict):
         actor = await self._actor(state, data, data["sender_type"])
-        if isinstance(actor, EndUserActor):
+        if actor.kind is ActorKind.END_USER:
             await self._check_access(state, actor, data["conversation_id"])
         changed = await self.svc.conversations.mark_read(
             actor, data["conversation_id"], data["message_ids"]

@@ -2,8 +2,8 @@
 
 Services speak SQLAlchemy Core (no ORM identity map on the hot path), so the unit of work
 holds an AsyncConnection: the same execute()/Result API as a session, with less overhead.
-Events a use case produces are collected on the unit of work and handed to the publisher only
-after the commit succeeds; on rollback they are dropped.
+The domain events a use case raises are collected on the unit of work and handed to the bus
+only after the commit succeeds; on rollback they are dropped.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 if TYPE_CHECKING:
-    from server.events import Event
-    from server.publisher import Publisher
+    from server.bus import EventBus
+    from server.domain_events import DomainEvent
 
 
 def create_engine(database_url: str) -> AsyncEngine:
@@ -43,16 +43,17 @@ def create_engine(database_url: str) -> AsyncEngine:
 @dataclass
 class UnitOfWork:
     conn: AsyncConnection
-    events: list[Event] = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)
 
-    def emit(self, ev: Event) -> None:
+    def raise_event(self, ev: DomainEvent) -> None:
+        """Record a fact of this transaction: published if, and only if, it commits."""
         self.events.append(ev)
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine, publisher: Publisher | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, bus: EventBus | None = None) -> None:
         self.engine = engine
-        self.publisher = publisher
+        self.bus = bus
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
@@ -60,8 +61,8 @@ class Database:
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn)
             yield uow
-        if uow.events and self.publisher is not None:
-            await self.publisher.publish(uow.events)
+        if uow.events and self.bus is not None:
+            await self.bus.publish(uow.events)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from chatd.app import create_app
 from server import migrate
-from server.app import create_app
 from server.settings import Settings
 from tests.factories import Factory
 

@@ -24,9 +24,10 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 from socketio.async_manager import AsyncManager
 
+from realtime import events
+from realtime.events import MESSAGE_RECEIVED
 from realtime.upstream.engine import EncodedPacket
-from server import events, rooms
-from server.events import MESSAGE_RECEIVED
+from server import rooms
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import orjson
 import socketio
 from socketio import packet as sio_packet
 
+from realtime.events import ERROR
 from server.errors import InvalidInput
-from server.events import ERROR
 from server.validation import MAX_JSON_DEPTH, json_depth_exceeds
 
 log = logging.getLogger(__name__)

@@ -16,12 +16,18 @@ from sqlalchemy.exc import IntegrityError
 
 from models import Conversation, ConversationSession, EmbedToken, EndUser, Message
 from models.base import new_id, utcnow
-from server import events, rooms
-from server.actors import Actor, AgentActor, EndUserActor
+from server import serializers
+from server.actors import Actor, ActorKind, AgentActor, EndUserActor, StaffActor
 from server.db import Database
+from server.domain_events import (
+    ConversationAssigned,
+    ConversationCreated,
+    ConversationResolved,
+    MessagesRead,
+)
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.security import sha256_hex
-from server.services.message_writer import MessageWriter, NewMessage, may_act_on
+from server.services.message_writer import MessageWriter, NewMessage
 
 LIST_FILTERS = ("unassigned", "mine", "all")
 WIDGET_HISTORY_LIMIT = 100
@@ -47,32 +53,6 @@ class ConversationFacts:
     embed_token_id: str | None = None
 
 
-def _session_shape(row: Any) -> dict[str, Any] | None:
-    if row.session_id is None:
-        return None
-    return {
-        "id": row.session_id,
-        "status": row.session_status,
-        "assigned_agent_id": row.assigned_agent_id,
-        "tags": list(row.tags or []),
-    }
-
-
-def conversation_shape(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "end_user": {
-            "id": row.end_user_id,
-            "display_name": row.display_name,
-            "external_id": row.external_id,
-        },
-        "channel_id": row.channel_id,
-        "active_session": _session_shape(row),
-        "created_at": events.iso(row.created_at),
-        "updated_at": events.iso(row.updated_at),
-    }
-
-
 def _conversation_select():
     open_session = and_(_S.c.conversation_id == _C.c.id, _S.c.status == "open")
     return select(
@@ -93,10 +73,12 @@ def _conversation_select():
 
 
 def _scope(stmt, actor: Actor, conversation_id: str):
+    """The conversation, if the actor reaches it: an end user by its external_id, every other
+    kind of actor by its organization."""
     stmt = stmt.where(_C.c.id == conversation_id)
-    if isinstance(actor, AgentActor):
-        return stmt.where(_C.c.organization_id == actor.organization_id)
-    return stmt.where(_E.c.external_id == actor.external_id)
+    if actor.kind is ActorKind.END_USER:
+        return stmt.where(_E.c.external_id == actor.external_id)
+    return stmt.where(_C.c.organization_id == actor.organization_id)
 
 
 def normalize_tags(tags: list[str]) -> list[str]:
@@ -137,7 +119,7 @@ class ConversationService:
         or when the visitor's browser Origin is not among the token's allowed origins; and
         NotFound when the presented token is of another channel (not yours).
         """
-        if isinstance(actor, EndUserActor):
+        if actor.kind is ActorKind.END_USER:
             return await self._end_user_facts(actor, conversation_id)
         stmt = _scope(
             select(_C.c.id, _C.c.organization_id, _E.c.external_id, _C.c.last_seq).select_from(
@@ -200,9 +182,9 @@ class ConversationService:
                 live.update(r.id for r in rows)
         return live
 
-    async def get_conversation(self, actor: AgentActor, conversation_id: str) -> dict[str, Any]:
+    async def get_conversation(self, actor: StaffActor, conversation_id: str) -> dict[str, Any]:
         async with self.db.read() as session:
-            return conversation_shape(await self._load(session, actor, conversation_id))
+            return serializers.conversation(await self._load(session, actor, conversation_id))
 
     async def list_conversations(
         self, actor: AgentActor, filter: str = "unassigned", limit: int = 100, offset: int = 0
@@ -217,7 +199,7 @@ class ConversationService:
         stmt = stmt.order_by(_C.c.updated_at.desc(), _C.c.id).limit(limit).offset(offset)
         async with self.db.read() as session:
             rows = (await session.execute(stmt)).all()
-        return [conversation_shape(r) for r in rows]
+        return [serializers.conversation(r) for r in rows]
 
     # ---- opening a conversation (widget, native apps) ------------------------------------
 
@@ -314,19 +296,30 @@ class ConversationService:
                 )
                 created = True
             row = (await s.execute(_conversation_select().where(_C.c.id == conv_id))).one()
-        return conversation_shape(row), created
+            shape = serializers.conversation(row)
+            if created:
+                uow.raise_event(
+                    ConversationCreated(
+                        token.organization_id,
+                        conv_id,
+                        token.channel_id,
+                        shape["end_user"],
+                        shape["created_at"],
+                    )
+                )
+        return shape, created
 
     # ---- messages ------------------------------------------------------------------------
 
     async def send_message(self, actor: Actor, msg: NewMessage) -> tuple[dict[str, Any], bool]:
         """Store a message and publish it.
 
-        Actor: an agent of the conversation's organization, or the end user holding its
-        external_id. Locks the conversation row (seq allocation) until commit; concurrent
+        Actor: any actor that reaches the conversation (actors.py), and may act on its open
+        session. Locks the conversation row (seq allocation) until commit; concurrent
         sends share a transaction (MessageWriter), each with its own checks, seq and ack.
-        Raises NotFound, Forbidden (an agent writing into another agent's session).
-        Emits message_received (conv room), conversation_updated (org queue), and
-        conversation_assigned when an agent's message reopens a resolved conversation.
+        Raises NotFound, Forbidden (writing into a session the actor may not act on).
+        Raises MessageCreated, and ConversationAssigned first when an agent's message
+        reopens a resolved conversation.
         Returns (message, created); a retry with a known client_message_id returns the
         original with created=False and emits nothing.
         """
@@ -354,7 +347,7 @@ class ConversationService:
             else:
                 stmt = stmt.order_by(_M.c.seq.desc()).limit(limit).offset(offset)
                 rows = list(reversed((await session.execute(stmt)).all()))
-        return [events.message_public(r) for r in rows]
+        return [serializers.message(r) for r in rows]
 
     async def widget_history(
         self,
@@ -369,10 +362,7 @@ class ConversationService:
         actor = EndUserActor(external_id, origin=origin)
         await self.facts(actor, conversation_id)
         rows = await self.history(actor, conversation_id, WIDGET_HISTORY_LIMIT, 0, after_seq)
-        for r in rows:
-            del r["session_id"]
-            del r["read_by"]
-        return rows
+        return [serializers.message_for_widget(r) for r in rows]
 
     async def messages_after(
         self, actor: Actor, conversation_id: str, after_seq: int, limit: int = REPLAY_BATCH
@@ -386,15 +376,15 @@ class ConversationService:
         """Record that the actor read these messages of the conversation.
 
         Every id must belong to the conversation (else InvalidInput, nothing changes). The
-        actor's own messages are skipped; a first read time is kept. Emits messages_read to
-        the conversation room with the ids that changed. Returns those ids.
+        actor's own messages are skipped; a first read time is kept. Raises MessagesRead with
+        the ids that changed. Returns those ids.
         """
         now = utcnow()
         reader = actor.sender_id
         changed: list[str] = []
         async with self.db.unit_of_work() as uow:
             s = uow.conn
-            await self._load(s, actor, conversation_id)
+            conv = await self._load(s, actor, conversation_id)
             rows = (
                 await s.execute(
                     select(_M.c.id, _M.c.sender_type, _M.c.sender_id, _M.c.read_by)
@@ -410,12 +400,19 @@ class ConversationService:
                 read_by = dict(row.read_by or {})
                 if reader in read_by:
                     continue
-                read_by[reader] = events.iso(now)
+                read_by[reader] = serializers.iso(now)
                 await s.execute(update(_M).where(_M.c.id == row.id).values(read_by=read_by))
                 changed.append(row.id)
             if changed:
-                uow.emit(
-                    events.messages_read(conversation_id, changed, actor.sender_type, reader, now)
+                uow.raise_event(
+                    MessagesRead(
+                        conv.organization_id,
+                        conversation_id,
+                        changed,
+                        actor.sender_type,
+                        reader,
+                        serializers.iso(now),
+                    )
                 )
         return changed
 
@@ -426,7 +423,7 @@ class ConversationService:
 
         Atomic (UPDATE ... WHERE assigned_agent_id IS NULL), so two agents racing get one
         winner. Raises NotFound, Conflict (no open session, or held by another agent).
-        Emits conversation_assigned to the org queue. Claiming one's own is a no-op.
+        Raises ConversationAssigned. Claiming one's own is a no-op.
         """
         now = utcnow()
         async with self.db.unit_of_work() as uow:
@@ -445,15 +442,19 @@ class ConversationService:
                 )
             ).first()
             if claimed is not None:
-                uow.emit(
-                    events.conversation_assigned(
-                        actor.organization_id, conversation_id, actor.user_id
+                uow.raise_event(
+                    ConversationAssigned(
+                        actor.organization_id,
+                        conversation_id,
+                        claimed.id,
+                        actor.user_id,
+                        serializers.iso(now),
                     )
                 )
                 return {
                     "id": conversation_id,
                     "assigned_agent_id": actor.user_id,
-                    "assigned_at": events.iso(now),
+                    "assigned_at": serializers.iso(now),
                 }
             row = await self._load(s, actor, conversation_id)
             if row.session_id is None:
@@ -466,10 +467,10 @@ class ConversationService:
             return {
                 "id": conversation_id,
                 "assigned_agent_id": actor.user_id,
-                "assigned_at": events.iso(assigned_at),
+                "assigned_at": serializers.iso(assigned_at),
             }
 
-    async def _open_session_for_update(self, s, actor: AgentActor, conversation_id: str):
+    async def _open_session_for_update(self, s, actor: StaffActor, conversation_id: str):
         await self._load(s, actor, conversation_id)
         sess = (
             await s.execute(
@@ -484,17 +485,17 @@ class ConversationService:
         ).first()
         if sess is None:
             raise Conflict("No open session: the conversation is already resolved.")
-        if not may_act_on(actor, sess.assigned_agent_id):
+        if not actor.may_act_on(sess.assigned_agent_id):
             raise Forbidden("This conversation is assigned to another agent.")
         return sess
 
     async def resolve(
-        self, actor: AgentActor, conversation_id: str, tags: list[str] | None = None
+        self, actor: StaffActor, conversation_id: str, tags: list[str] | None = None
     ) -> dict[str, Any]:
         """Close the open session, adding the given tags to those it has.
 
         Raises NotFound, Conflict (already resolved), Forbidden (an agent resolving another
-        agent's session). Emits conversation_resolved to the org queue and the conv room.
+        agent's session). Raises ConversationResolved.
         """
         now = utcnow()
         async with self.db.unit_of_work() as uow:
@@ -507,19 +508,26 @@ class ConversationService:
                 .values(status="resolved", resolved_at=now, tags=final_tags)
             )
             await s.execute(update(_C).where(_C.c.id == conversation_id).values(updated_at=now))
-            # One emit to both rooms: an agent in both receives it once.
-            both = [rooms.org_queue(actor.organization_id), rooms.conversation(conversation_id)]
-            uow.emit(events.conversation_resolved(both, conversation_id, sess.id, final_tags, now))
+            uow.raise_event(
+                ConversationResolved(
+                    actor.organization_id,
+                    conversation_id,
+                    sess.id,
+                    final_tags,
+                    serializers.iso(now),
+                    {"type": actor.kind.value, "id": actor.sender_id},
+                )
+            )
         return {
             "id": conversation_id,
             "session_id": sess.id,
             "status": "resolved",
             "tags": final_tags,
-            "resolved_at": events.iso(now),
+            "resolved_at": serializers.iso(now),
         }
 
     async def set_tags(
-        self, actor: AgentActor, conversation_id: str, tags: list[str]
+        self, actor: StaffActor, conversation_id: str, tags: list[str]
     ) -> dict[str, Any]:
         """Replace the open session's tags. Raises NotFound, Conflict, Forbidden."""
         async with self.db.unit_of_work() as uow:
@@ -527,7 +535,7 @@ class ConversationService:
             sess = await self._open_session_for_update(s, actor, conversation_id)
             await s.execute(update(_S).where(_S.c.id == sess.id).values(tags=normalize_tags(tags)))
             row = await self._load(s, actor, conversation_id)
-        return conversation_shape(row)
+        return serializers.conversation(row)
 
     async def counts(self, actor: AgentActor) -> dict[str, int]:
         """Open conversations per inbox filter, for badges."""

@@ -29,9 +29,10 @@ from sqlalchemy.exc import IntegrityError
 
 from models import Conversation, ConversationSession, EndUser, Message
 from models.base import new_id, utcnow
-from server import events
-from server.actors import Actor, AgentActor
+from server import serializers
+from server.actors import Actor
 from server.db import Database
+from server.domain_events import ConversationAssigned, MessageCreated
 from server.errors import Forbidden, NotFound, infrastructure_error
 
 log = logging.getLogger(__name__)
@@ -129,19 +130,6 @@ class _Item:
             self.actor.sender_id,
             self.msg.client_message_id,
         )
-
-
-def _in_scope(actor: Actor, conv) -> bool:
-    if isinstance(actor, AgentActor):
-        return conv.organization_id == actor.organization_id
-    return conv.external_id == actor.external_id
-
-
-def may_act_on(actor: Actor, assigned_agent_id: str | None) -> bool:
-    """An agent of role `agent` may not act on a session another agent holds."""
-    if not isinstance(actor, AgentActor) or actor.is_admin:
-        return True
-    return assigned_agent_id is None or assigned_agent_id == actor.user_id
 
 
 @dataclass
@@ -258,7 +246,7 @@ class MessageWriter:
         for item in keyed:
             row = found.get(item.dedupe_key)
             if row is not None:
-                item.result = (events.message_public(row), False)
+                item.result = (serializers.message(row), False)
 
     async def _store(self, items: list[_Item]) -> None:
         now = utcnow()
@@ -344,7 +332,7 @@ def _plan(uow, items: list[_Item], convs: dict, sessions: dict, now) -> _Plan:
     for item in items:
         actor, msg = item.actor, item.msg
         conv = convs.get(msg.conversation_id)
-        if conv is None or not _in_scope(actor, conv):
+        if conv is None or not actor.reaches(conv.organization_id, conv.external_id):
             item.error = NotFound("Conversation not found.")
             continue
         key = item.dedupe_key
@@ -355,7 +343,7 @@ def _plan(uow, items: list[_Item], convs: dict, sessions: dict, now) -> _Plan:
         if session is None:
             # The first message, or the first after a resolve, opens a new session.
             # An agent who writes into a resolved conversation takes it.
-            agent_id = actor.user_id if isinstance(actor, AgentActor) else None
+            agent_id = actor.takes_on_write
             session = sessions[conv.id] = [new_id(), agent_id]
             plan.new_sessions.append(
                 {
@@ -371,8 +359,12 @@ def _plan(uow, items: list[_Item], convs: dict, sessions: dict, now) -> _Plan:
                 }
             )
             if agent_id:
-                uow.emit(events.conversation_assigned(conv.organization_id, conv.id, agent_id))
-        elif not may_act_on(actor, session[1]):
+                uow.raise_event(
+                    ConversationAssigned(
+                        conv.organization_id, conv.id, session[0], agent_id, serializers.iso(now)
+                    )
+                )
+        elif not actor.may_act_on(session[1]):
             item.error = Forbidden("This conversation is assigned to another agent.")
             continue
         seq = plan.seqs[conv.id] = plan.seqs.get(conv.id, conv.last_seq) + 1
@@ -387,13 +379,12 @@ def _plan(uow, items: list[_Item], convs: dict, sessions: dict, now) -> _Plan:
             "content": msg.content,
             "rich_media": msg.rich_media,
             "read_by": {},
-            "created_at": events.iso(now),
+            "created_at": serializers.iso(now),
         }
         if key is not None:
             firsts[key] = message
         plan.accepted.append((item, message))
-        uow.emit(events.message_received(message))
-        uow.emit(events.conversation_updated(conv.organization_id, message))
+        uow.raise_event(MessageCreated(conv.organization_id, conv.id, message))
     return plan
 
 
@@ -431,4 +422,4 @@ def _pg_write_params(now, seqs: dict[str, int], accepted) -> dict[str, Any]:
     }
 
 
-__all__ = ["MessageWriter", "NewMessage", "may_act_on"]
+__all__ = ["MessageWriter", "NewMessage"]

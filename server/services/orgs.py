@@ -13,7 +13,7 @@ from models.base import new_id, utcnow
 from server.actors import AgentActor
 from server.db import Database
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
-from server.events import iso
+from server.serializers import iso
 from server.security import hash_password, new_embed_token, sha256_hex
 from server.services.auth import user_public
 

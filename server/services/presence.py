@@ -21,9 +21,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from server import events
+from server.bus import EventBus
+from server.domain_events import AgentStatusChanged
 from server.errors import infrastructure_error
-from server.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -251,28 +251,26 @@ class RedisPresenceStore:
 class PresenceService:
     """Agent sockets come and go; this decides when the team sees a status change."""
 
-    def __init__(self, store, publisher: Publisher) -> None:
+    def __init__(self, store, bus: EventBus) -> None:
         self.store = store
-        self.publisher = publisher
+        self.bus = bus
 
     async def start(self) -> None:
         await self.store.start(self._went_offline, self._came_back)
 
     async def _came_back(self, org_id: str, agent_id: str) -> None:
-        await self.publisher.publish_one(events.agent_status_changed(org_id, agent_id, "online"))
+        await self.bus.publish_one(AgentStatusChanged(org_id, None, agent_id, "online"))
 
     async def stop(self) -> None:
         for org_id, agent_id in await self.store.stop():
             await self._went_offline(org_id, agent_id)
 
     async def _went_offline(self, org_id: str, agent_id: str) -> None:
-        await self.publisher.publish_one(events.agent_status_changed(org_id, agent_id, "offline"))
+        await self.bus.publish_one(AgentStatusChanged(org_id, None, agent_id, "offline"))
 
     async def agent_connected(self, org_id: str, agent_id: str) -> None:
         if await self.store.connected(org_id, agent_id):
-            await self.publisher.publish_one(
-                events.agent_status_changed(org_id, agent_id, "online")
-            )
+            await self._came_back(org_id, agent_id)
 
     async def agent_disconnected(self, org_id: str, agent_id: str) -> None:
         if await self.store.disconnected(org_id, agent_id):

@@ -29,7 +29,7 @@ from urllib.parse import unquote
 from models.base import utcnow
 from server.actors import AgentActor
 from server.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
-from server.events import iso
+from server.serializers import iso
 from server.services.widget import VisitorLimits, WidgetService
 from server.validation import unstorable_reason
 

@@ -11,8 +11,8 @@ import asyncio
 
 import pytest
 
+from chatd.app import create_app
 from server import migrate
-from server.app import create_app
 from server.settings import Settings
 from tests.factories import Factory
 from tests.realtime.helpers import expect_refusal

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 
-from server.app import create_app
+from chatd.app import create_app
 from server.settings import Settings
 from tests.factories import Factory
 

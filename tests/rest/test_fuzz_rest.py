@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from chatd.app import create_app
 from models import (
     Channel,
     Conversation,
@@ -38,7 +39,6 @@ from models import (
 )
 from rest.keys import SERVICES
 from server.actors import AgentActor, EndUserActor
-from server.app import create_app
 from server.services.conversations import NewMessage
 from tests.factories import PASSWORD
 

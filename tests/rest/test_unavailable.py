@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
+from chatd.app import create_app
 from server import migrate
-from server.app import create_app
 from server.settings import normalize_database_url
 from tests.factories import Factory
 from tests.rest.helpers import assert_error, current, fetch, waiting_conversation

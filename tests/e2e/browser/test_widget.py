@@ -13,11 +13,11 @@ import re
 import aiohttp
 from playwright.async_api import Frame, FrameLocator, Page, expect
 
+from chatd.app import create_app
+from chatd.wiring import build_services
 from rest.keys import SIO
 from server import rooms
 from server.actors import AgentActor
-from server.app import create_app
-from server.app_services import build_services
 from server.services.conversations import NewMessage
 from tests.factories import Agent, Factory, Org, Recorder
 from tests.uploads import PDF, png

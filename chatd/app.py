@@ -1,32 +1,47 @@
 """create_app(settings): the one composition root. Builds the database engine, Redis, the
-services, the Socket.IO server and the REST routes, and ties their lifecycles to the app."""
+services, the Socket.IO server and the REST routes, registers the subscribers of the bus, and
+ties their lifecycles to the app."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiohttp import web
 
+from chatd.wiring import build_services
 from realtime.namespace import ChatNamespace
+from realtime.projection import SocketProjection
 from realtime.server import create_sio
 from realtime.upstream.transport import close_connections
 from rest.keys import SERVICES, SIO
 from rest.middlewares import middlewares
 from rest.routes import setup_routes
-from server.app_services import Services, build_services
+from server.app_services import Services
+from server.bus import DurableSubscriber
 from server.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> web.Application:
+def create_app(
+    settings: Settings | None = None, *, durable: Iterable[DurableSubscriber] = ()
+) -> web.Application:
+    """The application. `durable`: extra durable subscribers of the bus (fed from the outbox)."""
     settings = settings or Settings.from_env()
     services = build_services(settings)
     app = web.Application(middlewares=middlewares(), client_max_size=256 * 1024)
     app[SERVICES] = services
 
     sio = create_sio(settings)
-    sio.register_namespace(ChatNamespace(services))
-    services.publisher.bind(sio.emit, getattr(sio.manager, "flush_published", None))
+    namespace = ChatNamespace(services)
+    sio.register_namespace(namespace)
     sio.manager.head_lookup = services.conversations.last_seqs  # fan-out outage repair
     sio.attach(app)
     app[SIO] = sio
+
+    # Subscribers of the bus: one registration each. The live path first.
+    projection = SocketProjection(sio, namespace.typist_sockets)
+    services.bus.subscribe(projection, flush=projection.flush)
+    for subscriber in durable:
+        services.bus.subscribe_durable(subscriber)
 
     setup_routes(app)
     app.cleanup_ctx.append(_services_ctx)

@@ -1,15 +1,14 @@
-"""One builder per contract event, with exactly the integration guide's fields.
-
-The public shape of a message is built here once and used by socket events and REST history.
+"""One builder per Socket.IO event of the contract, with exactly the integration guide's
+fields and the room it goes to. The projection (realtime/projection.py) builds them from
+domain events; message shapes per audience come from server/serializers.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from server import rooms
+from server import rooms, serializers
 
 MESSAGE_RECEIVED = "message_received"
 CONVERSATION_UPDATED = "conversation_updated"
@@ -29,36 +28,15 @@ class Event:
     name: str
     payload: dict[str, Any]
     room: str | list[str]
-    skip_sid: str | None = None
-
-
-def iso(value: datetime | None) -> str | None:
-    """UTC, ISO 8601 with microseconds, as in the guide's examples."""
-    if value is None:
-        return None
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
-
-
-def message_public(row: Any) -> dict[str, Any]:
-    """A stored message as socket events and the agent's history show it."""
-    return {
-        "id": row.id,
-        "conversation_id": row.conversation_id,
-        "session_id": row.session_id,
-        "seq": row.seq,
-        "sender_type": row.sender_type,
-        "sender_id": row.sender_id,
-        "content_type": row.content_type,
-        "content": row.content,
-        "rich_media": row.rich_media,
-        "read_by": row.read_by or {},
-        "created_at": iso(row.created_at),
-    }
+    skip_sid: str | list[str] | None = None
 
 
 def message_received(message: dict[str, Any]) -> Event:
-    payload = {k: v for k, v in message.items() if k != "read_by"}
-    return Event(MESSAGE_RECEIVED, payload, rooms.conversation(message["conversation_id"]))
+    return Event(
+        MESSAGE_RECEIVED,
+        serializers.message_for_socket(message),
+        rooms.conversation(message["conversation_id"]),
+    )
 
 
 def conversation_updated(org_id: str, message: dict[str, Any]) -> Event:
@@ -87,7 +65,7 @@ def conversation_resolved(
     conversation_id: str,
     session_id: str,
     tags: list[str],
-    resolved_at: datetime,
+    resolved_at: str,
 ) -> Event:
     return Event(
         CONVERSATION_RESOLVED,
@@ -95,13 +73,15 @@ def conversation_resolved(
             "conversation_id": conversation_id,
             "session_id": session_id,
             "tags": tags,
-            "resolved_at": iso(resolved_at),
+            "resolved_at": resolved_at,
         },
         room,
     )
 
 
-def typing_indicator(conversation_id: str, sender_type: str, skip_sid: str | None) -> Event:
+def typing_indicator(
+    conversation_id: str, sender_type: str, skip_sid: str | list[str] | None
+) -> Event:
     return Event(
         TYPING_INDICATOR,
         {"conversation_id": conversation_id, "sender_type": sender_type},
@@ -127,7 +107,7 @@ def messages_read(
     message_ids: list[str],
     reader_type: str,
     reader_id: str,
-    read_at: datetime,
+    read_at: str,
 ) -> Event:
     return Event(
         MESSAGES_READ,
@@ -136,7 +116,7 @@ def messages_read(
             "message_ids": message_ids,
             "reader_type": reader_type,
             "reader_id": reader_id,
-            "read_at": iso(read_at),
+            "read_at": read_at,
         },
         rooms.conversation(conversation_id),
     )

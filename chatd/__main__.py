@@ -1,4 +1,4 @@
-"""The operator CLI: `chatd serve | migrate | bootstrap | add-user` (also `python -m server`).
+"""The operator CLI: `chatd serve | migrate | bootstrap | add-user` (also `python -m chatd`).
 
 Scripts depend on the exact forms and the one-line JSON outputs of bootstrap and add-user.
 """
@@ -19,7 +19,7 @@ from server.settings import Settings, SettingsError
 
 
 def _services(settings: Settings):
-    from server.app_services import build_services
+    from chatd.wiring import build_services
 
     return build_services(settings)
 
@@ -79,7 +79,7 @@ def _tune_gc(settings: Settings) -> None:
 def serve(settings: Settings, host: str, port: int) -> None:
     from aiohttp import web
 
-    from server.app import create_app
+    from chatd.app import create_app
 
     migrate.upgrade(settings.database_url)
     if settings.demo_on_empty:

@@ -1,0 +1,60 @@
+"""The wiring of the services: which store, limiter and presence each configuration gets.
+
+The subscribers of the bus are registered by create_app (chatd/app.py), which also knows the
+edges; the CLI builds services without them.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from server.app_services import Services
+from server.bus import EventBus
+from server.db import Database, create_engine
+from server.services.auth import AuthService
+from server.services.conversations import ConversationService
+from server.services.orgs import OrgService
+from server.services.presence import MemoryPresenceStore, PresenceService, RedisPresenceStore
+from server.services.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from server.services.typing import TypingService
+from server.services.uploads import UploadService
+from server.services.widget import VisitorLimits, WidgetService
+from server.settings import Settings
+
+
+def build_services(settings: Settings) -> Services:
+    bus = EventBus()
+    db = Database(create_engine(settings.database_url), bus)
+    redis = None
+    if settings.redis_url:
+        # A blocking pool: a burst of concurrent sends (each one rate-limit call) queues for a
+        # connection instead of failing with "Too many connections".
+        redis = aioredis.Redis.from_pool(  # from_pool: closing the client closes the pool
+            aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+            )
+        )
+        limiter: RateLimiter = RedisRateLimiter(redis)
+        presence_store = RedisPresenceStore(redis, settings.presence_ttl_seconds)
+    else:
+        limiter = MemoryRateLimiter()
+        presence_store = MemoryPresenceStore()
+    conversations = ConversationService(db)
+    limits = VisitorLimits(limiter, settings)
+    widget = WidgetService(db, conversations, limits=limits)
+    return Services(
+        settings=settings,
+        db=db,
+        bus=bus,
+        redis=redis,
+        limiter=limiter,
+        presence=PresenceService(presence_store, bus),
+        typing=TypingService(bus, settings.typing_timeout_seconds),
+        conversations=conversations,
+        auth=AuthService(db, limiter, settings),
+        orgs=OrgService(db),
+        widget=widget,
+        uploads=UploadService(
+            settings.uploads_path, settings.upload_max_bytes, widget, limits=limits
+        ),
+    )
