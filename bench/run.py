@@ -141,7 +141,7 @@ class Target:
                 if self.nprocs > 1:
                     cmd += ["--redis", REDIS]
             else:
-                cmd = [sys.executable, "-m", "server", "serve", "--port", str(port)]
+                cmd = [sys.executable, "-m", "chatd", "serve", "--port", str(port)]
             logf = open(self.workdir / f"{self.name}-{i}.log", "wb")  # noqa: SIM115
             env = {**self.env, "PYTHONPATH": str(ROOT)}
             proc = subprocess.Popen(

@@ -42,7 +42,7 @@ class ServerProcess:
             [
                 sys.executable,
                 "-m",
-                "server",
+                "chatd",
                 "serve",
                 "--host",
                 "127.0.0.1",
@@ -87,7 +87,7 @@ class ServerProcess:
 
 def run_cli(*args: str, env: dict[str, str], inherit_env: bool = True) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "server", *args],
+        [sys.executable, "-m", "chatd", *args],
         cwd=ROOT,
         env={**os.environ, **env} if inherit_env else env,
         capture_output=True,

@@ -112,7 +112,7 @@ def test_bootstrap_and_add_user_print_one_json_line_each(tmp_path):
         [
             sys.executable,
             "-m",
-            "server",
+            "chatd",
             "add-user",
             "--org-id",
             first["org_id"],
@@ -143,7 +143,7 @@ def test_migrate_is_idempotent(tmp_path):
 def test_serve_refuses_an_unsupported_database_url(tmp_path, value):
     env = {**_embedded_env(tmp_path), "DATABASE_URL": value}
     done = subprocess.run(
-        [sys.executable, "-m", "server", "migrate"],
+        [sys.executable, "-m", "chatd", "migrate"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -157,7 +157,7 @@ def test_production_refuses_the_placeholder_secret(tmp_path):
     env = {**_embedded_env(tmp_path), "CHATD_ENV": "production"}
     env.pop("CHATD_SECRET_KEY", None)
     done = subprocess.run(
-        [sys.executable, "-m", "server", "migrate"],
+        [sys.executable, "-m", "chatd", "migrate"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -498,7 +498,7 @@ def test_cli_bootstrap_refuses_a_bad_allowed_origin_with_exit_2_and_creates_noth
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "server", *args],
+            [sys.executable, "-m", "chatd", *args],
             cwd=ROOT,
             env=env,
             capture_output=True,
