@@ -15,7 +15,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import socketio
 from marshmallow import Schema, ValidationError
@@ -33,6 +32,7 @@ from server.errors import (
     RateLimited,
     infrastructure_error,
 )
+from server.origins import agent_origin_allowed, is_own_origin
 from server.services.conversations import REPLAY_BATCH, ConversationFacts, NewMessage
 from server.services.ratelimit import MemoryRateLimiter
 from server.validation import unstorable_reason
@@ -71,13 +71,6 @@ class ClientState:
         return ids
 
 
-def _is_own_origin(origin: str, host: str | None) -> bool:
-    try:
-        return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
-    except ValueError:
-        return False
-
-
 def _handshake_embed_token(auth: Any) -> str | None:
     """The embed token in the handshake's `auth` ({embed_token}); None when there is none
     (native apps send no auth). Raises InvalidInput for anything else."""
@@ -98,13 +91,6 @@ def _refusal(data: dict[str, Any]) -> socketio.exceptions.ConnectionRefusedError
     exc = socketio.exceptions.ConnectionRefusedError()
     exc.error_args = {"message": data["message"], "data": data}
     return exc
-
-
-def _origin_allowed(origin: str, host: str | None, allowed: tuple[str, ...]) -> bool:
-    if origin.rstrip("/") in allowed:
-        return True
-    # The server's own origin: the browser sets both Origin and Host, a page cannot forge them.
-    return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
 
 
 class ChatNamespace(socketio.AsyncNamespace):
@@ -202,7 +188,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         headers = request.headers if request is not None else {}
         origin = headers.get("Origin")
         host = headers.get("Host")
-        state = ClientState(origin=origin if origin and not _is_own_origin(origin, host) else None)
+        state = ClientState(origin=origin if origin and not is_own_origin(origin, host) else None)
         embed_token = _handshake_embed_token(auth)
         if embed_token is not None:
             # A visitor's socket (the widget). The browser may also hold an agent's cookie
@@ -223,8 +209,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         if cookie:
             agent = await self.svc.auth.agent_for_session(cookie)
             if agent is not None:
-                if origin and not _origin_allowed(origin, host, self.svc.settings.allowed_origins):
-                    # A page on another site must not ride on the agent's cookie (CSWSH).
+                allowed = self.svc.settings.allowed_origins
+                if origin and not agent_origin_allowed(origin, host, allowed):
                     raise Forbidden("Origin not allowed for an agent session.")
                 state.agent = agent
                 state.session_key = self.svc.auth.session_key(cookie)

@@ -11,7 +11,6 @@ from functools import partial
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from realtime.schemas import UUID_RE
 from rest.keys import AGENT, SERVICES, SESSION_TOKEN
 from server.actors import AgentActor
 from server.errors import (
@@ -22,6 +21,7 @@ from server.errors import (
     NotFound,
     infrastructure_error,
 )
+from server.schemas import UUID_RE
 from server.validation import json_depth_exceeds
 
 log = logging.getLogger(__name__)

@@ -8,35 +8,11 @@ remembering to be.
 
 from __future__ import annotations
 
-from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import fields, validate
 
-from realtime.schemas import UUID_RE, Uuid
-from server.validation import MAX_INT, first_unstorable, unstorable_reason
+from server.schemas import UUID_RE, Count, Strict, Uuid
 
 Tag = fields.String(validate=validate.Length(min=1, max=50))
-
-
-class Strict(Schema):
-    class Meta:
-        unknown = RAISE
-
-    @pre_load
-    def _refuse_unstorable(self, data, **_kwargs):
-        # PostgreSQL refuses NUL and no encoder takes a lone surrogate; SQLite would store
-        # both. Refused here, for every field and key, so that both backends answer alike.
-        if not isinstance(data, dict):
-            return data
-        for key, value in data.items():
-            if isinstance(key, str) and (reason := unstorable_reason(key)):
-                raise ValidationError({"_schema": [f"Field names: {reason}"]})
-            if reason := first_unstorable(value):
-                raise ValidationError({key: [reason]})
-        return data
-
-
-def Count(minimum: int = 0, maximum: int = MAX_INT, **kwargs):  # noqa: N802 - a field factory
-    """A non-negative integer (offset, limit, seq) no larger than the database's INTEGER."""
-    return fields.Integer(validate=validate.Range(min=minimum, max=min(maximum, MAX_INT)), **kwargs)
 
 
 class ConversationListQuerySchema(Strict):

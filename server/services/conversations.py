@@ -26,10 +26,13 @@ from server.domain_events import (
     MessagesRead,
 )
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.origins import token_allows
 from server.security import sha256_hex
 from server.services.message_writer import MessageWriter, NewMessage
 
 LIST_FILTERS = ("unassigned", "mine", "all")
+TOKEN_INVALID = "Embed token invalid."
+ORIGIN_REFUSED = "Origin not allowed for this embed token."
 WIDGET_HISTORY_LIMIT = 100
 REPLAY_BATCH = 500
 
@@ -163,9 +166,8 @@ class ConversationService:
         if row.token_id is not None:
             if row.revoked_at is not None:
                 raise Forbidden("This chat is no longer available (embed token revoked).")
-            allowed = row.allowed_origins or []
-            if actor.origin and allowed and actor.origin.rstrip("/") not in allowed:
-                raise Forbidden("Origin not allowed for this embed token.")
+            if not token_allows(row.allowed_origins, actor.origin):
+                raise Forbidden(ORIGIN_REFUSED)
         return ConversationFacts(
             row.id, row.organization_id, row.external_id, row.last_seq, row.token_id
         )
@@ -216,12 +218,7 @@ class ConversationService:
         Raises Forbidden for an unknown or revoked token, or a browser Origin outside the
         token's allowed origins. Returns (conversation, created).
         """
-        token = await self.embed_token(embed_token)
-        if token is None:
-            raise Forbidden("Embed token invalid.")
-        allowed = token.allowed_origins or []
-        if origin and allowed and origin.rstrip("/") not in allowed and origin != own_origin:
-            raise Forbidden("Origin not allowed for this embed token.")
+        token = await self.live_embed_token(embed_token, origin, own_origin)
         for attempt in range(3):
             try:
                 return await self._create_or_get(token, external_id, customer_name)
@@ -231,11 +228,22 @@ class ConversationService:
                     raise
         raise AssertionError("unreachable")
 
-    async def embed_token(self, token: str):
-        """The live token row (organization, channel, allowed origins), or None."""
+    async def live_embed_token(
+        self, token: str, origin: str | None = None, own_origin: str | None = None
+    ):
+        """The live embed token a visitor's client presents, checked once for every way in
+        (widget page, conversation opening, socket handshake, uploads): its row
+        (organization, channel, allowed origins). Raises Forbidden for an unknown or revoked
+        token, and for a browser `origin` the token does not admit (origins.token_allows;
+        `own_origin` is the server's own, the widget page's)."""
         stmt = select(_T).where(_T.c.token_hash == sha256_hex(token), _T.c.revoked_at.is_(None))
         async with self.db.read() as session:
-            return (await session.execute(stmt)).first()
+            row = (await session.execute(stmt)).first()
+        if row is None:
+            raise Forbidden(TOKEN_INVALID)
+        if not token_allows(row.allowed_origins, origin, own_origin):
+            raise Forbidden(ORIGIN_REFUSED)
+        return row
 
     async def _create_or_get(self, token, external_id: str, customer_name: str | None):
         created = False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -13,8 +12,9 @@ from models.base import new_id, utcnow
 from server.actors import AgentActor
 from server.db import Database
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
-from server.serializers import iso
+from server.origins import normalize_origin
 from server.security import hash_password, new_embed_token, sha256_hex
+from server.serializers import iso
 from server.services.auth import user_public
 
 _O = Organization.__table__
@@ -29,34 +29,6 @@ MIN_PASSWORD = 8
 def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise InvalidInput(f"Password must be at least {MIN_PASSWORD} characters.")
-
-
-# An origin as browsers send it (RFC 6454): scheme://host[:port], nothing else. Hosts are
-# DNS names (IDNs in their xn-- form) or IPv4 addresses: what a Content-Security-Policy
-# source and an Origin header can both carry. No userinfo, path, query, fragment, spaces,
-# ";" or "," — the value ends up in the widget page's CSP header.
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_ORIGIN = re.compile(rf"(https?)://({_LABEL}(?:\.{_LABEL})*)(?::([0-9]{{1,5}}))?\Z")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def normalize_origin(origin: str) -> str:
-    """The origin as a browser's Origin header would spell it: lowercase, the default port
-    left out, one trailing "/" forgiven. Raises InvalidInput for anything that is not
-    http(s)://host[:port]; the rule for every way a token's allowed origins are set (admin
-    API, bootstrap, CLI)."""
-    value = origin[:-1] if isinstance(origin, str) and origin.endswith("/") else origin
-    m = _ORIGIN.match(value.lower()) if isinstance(value, str) and value.isascii() else None
-    port = int(m.group(3)) if m and m.group(3) else None
-    if m is None or len(m.group(2)) > 253 or (port is not None and not 0 < port < 65536):
-        raise InvalidInput(
-            "An allowed origin must be http(s)://host[:port] with nothing after it, "
-            f"like https://example.com; got {origin!r}."
-        )
-    scheme, host = m.group(1), m.group(2)
-    if port is None or port == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
 
 
 def token_public(row) -> dict[str, Any]:

@@ -7,7 +7,6 @@ channel (for uploads). Nothing here knows HTTP; the edges render the results.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,18 +15,13 @@ from sqlalchemy import select
 from models import Conversation, EndUser
 from server.db import Database
 from server.errors import Forbidden, NotFound, RateLimited
+from server.origins import frame_ancestors
 from server.services.conversations import ConversationService
 from server.services.ratelimit import RateLimiter
 from server.settings import Settings
 
 _C = Conversation.__table__
 _E = EndUser.__table__
-
-# What a frame-ancestors source may be. Allowed origins are checked when a token is made
-# (orgs.normalize_origin), but a value with ";" or "," would end the directive, so the policy
-# is built only from values that cannot.
-_ORIGIN_SOURCE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z")
-
 
 @dataclass(frozen=True, slots=True)
 class WidgetPage:
@@ -42,23 +36,6 @@ class VisitorConversation:
     channel_id: str
     conversation_id: str
     external_id: str
-
-
-def frame_ancestors(allowed_origins: list[str] | None) -> tuple[str, ...]:
-    """The token's allowed origins; every origin ("*") when the list is empty, as the guide
-    says; nobody ("'none'") when a list was given but none of it can be used."""
-    if not allowed_origins:
-        return ("*",)
-    usable = tuple(o for o in allowed_origins if _ORIGIN_SOURCE.match(o))
-    return usable or ("'none'",)
-
-
-def origin_allowed(allowed_origins: list[str] | None, origin: str | None, own: str | None) -> bool:
-    """A browser Origin may use a token when the token names it (or names none), or when it
-    is the server's own (the widget page itself). The same rule as opening a conversation."""
-    if not origin or not allowed_origins:
-        return True
-    return origin.rstrip("/") in allowed_origins or origin == own
 
 
 class WidgetService:
@@ -86,9 +63,7 @@ class WidgetService:
         revoked token, RateLimited as open_conversation does. Emits nothing (a conversation
         is announced by its first message).
         """
-        token = await self.conversations.embed_token(embed_token)
-        if token is None:
-            raise Forbidden("Embed token invalid.")
+        token = await self.conversations.live_embed_token(embed_token)
         conversation, _created = await self.open_conversation(
             embed_token, external_id, customer_name, client_address=client_address
         )
@@ -101,12 +76,7 @@ class WidgetService:
         itself and for native apps). Raises Forbidden for an unknown or revoked token, or an
         Origin outside the token's allowed origins (when it has any). Returns the token row.
         """
-        token = await self.conversations.embed_token(embed_token)
-        if token is None:
-            raise Forbidden("Embed token invalid.")
-        if not origin_allowed(token.allowed_origins, origin, None):
-            raise Forbidden("Origin not allowed for this embed token.")
-        return token
+        return await self.conversations.live_embed_token(embed_token, origin)
 
     async def visitor_conversation(
         self,
@@ -123,11 +93,7 @@ class WidgetService:
         allow) and NotFound (no such conversation for this visitor on this channel: "not
         yours" and "does not exist" are the same answer).
         """
-        token = await self.conversations.embed_token(embed_token)
-        if token is None:
-            raise Forbidden("Embed token invalid.")
-        if not origin_allowed(token.allowed_origins, origin, own_origin):
-            raise Forbidden("Origin not allowed for this embed token.")
+        token = await self.conversations.live_embed_token(embed_token, origin, own_origin)
         stmt = (
             select(_C.c.id)
             .select_from(_C.join(_E, _E.c.id == _C.c.end_user_id))
@@ -167,12 +133,12 @@ class WidgetService:
         raises. Returns (conversation, created).
         """
         if self.limits is not None:
-            token = await self.conversations.embed_token(embed_token)
-            # An unknown token or a refused Origin creates nothing: the service says why.
-            if (
-                token is not None
-                and origin_allowed(token.allowed_origins, origin, own_origin)
-                and not await self._has_conversation(token.channel_id, external_id)
+            try:
+                token = await self.conversations.live_embed_token(embed_token, origin, own_origin)
+            except Forbidden:
+                token = None  # creates nothing: create_or_get_conversation says why
+            if token is not None and not await self._has_conversation(
+                token.channel_id, external_id
             ):
                 await self.limits.new_conversation(client_address, token.id)
         return await self.conversations.create_or_get_conversation(

@@ -1,0 +1,140 @@
+"""Input rules shared by every edge (Socket.IO events, REST, the integration API): ids, URLs,
+what a backend can store, and the rich media of each content type (integration guide, Rich
+Media Types). marshmallow schemas; the edges build their event and body schemas on these.
+
+Before any field is looked at, the whole payload must be something every backend can store
+(server/validation.py): no NUL or lone surrogate in any key or string, no binary attachment,
+no integer beyond 2^53, no deep nesting. One check for every event, body, field and nested
+key, so a new field cannot forget it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    pre_load,
+    validate,
+)
+
+from server.validation import MAX_INT, first_unstorable, unstorable_reason
+
+# \Z, not $: "$" also matches before a trailing newline, letting "<uuid>\n" through.
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+)
+
+
+def _url(value: str) -> None:
+    # Absolute http(s) links or our own root-relative upload paths; never javascript: or data:.
+    if value.startswith("/") and not value.startswith("//"):
+        return
+    if re.match(r"^https?://[^\s/]+", value, re.IGNORECASE):
+        return
+    raise ValidationError("Must be an http(s) URL or a path starting with '/'.")
+
+
+class _UuidString(fields.String):
+    """Ids are stored lowercase, and room names are built from them: the REST path does the
+    same (rest.middlewares.path_id), so "3A2B..." names the conversation "3a2b..." names."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).lower()
+
+
+def Uuid(**kwargs):  # noqa: N802 - a field factory, read like a field class
+    return _UuidString(validate=validate.Regexp(UUID_RE, error="Must be a UUID."), **kwargs)
+
+
+def Url(**kwargs):  # noqa: N802
+    return fields.String(validate=[validate.Length(min=1, max=2048), _url], **kwargs)
+
+
+class StorableInput(Schema):
+    """Refuses, per top-level field, what no backend can store, wherever it sits in the
+    payload. Runs before the fields, so no field, nested schema or error message ever sees
+    such a value (an error message that echoed a lone surrogate could not even be sent)."""
+
+    @pre_load
+    def _refuse_unstorable(self, data, **_kwargs):
+        if not isinstance(data, dict):
+            return data
+        errors: dict[str, list[str]] = {}
+        for key, value in data.items():
+            if not isinstance(key, str) or unstorable_reason(key):
+                errors.setdefault("_schema", []).append(
+                    "Field names must be valid Unicode without NUL characters."
+                )
+                continue
+            reason = first_unstorable(value, depth=1)
+            if reason:
+                errors[key] = [reason]
+        if errors:
+            raise ValidationError(errors)
+        return data
+
+
+class Strict(StorableInput):
+    class Meta:
+        unknown = RAISE
+
+
+class ButtonSchema(Strict):
+    label = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    value = fields.String(required=True, validate=validate.Length(min=1, max=500))
+
+
+class ImageSchema(Strict):
+    url = Url(required=True)
+    alt = fields.String(validate=validate.Length(max=500), allow_none=True)
+
+
+class FileSchema(Strict):
+    url = Url(required=True)
+    filename = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    size = fields.Integer(strict=True, validate=validate.Range(min=0, max=10**11), allow_none=True)
+    mime_type = fields.String(validate=validate.Length(max=255), allow_none=True)
+
+
+class QuickButtonSchema(Strict):
+    buttons = fields.List(
+        fields.Nested(ButtonSchema), required=True, validate=validate.Length(min=1, max=20)
+    )
+
+
+class CardSchema(Strict):
+    image_url = Url(allow_none=True)
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    subtitle = fields.String(validate=validate.Length(max=500), allow_none=True)
+    buttons = fields.List(fields.Nested(ButtonSchema), validate=validate.Length(max=5))
+
+
+class CarouselSchema(Strict):
+    cards = fields.List(
+        fields.Nested(CardSchema), required=True, validate=validate.Length(min=1, max=10)
+    )
+
+
+class DropdownSchema(Strict):
+    placeholder = fields.String(validate=validate.Length(max=200), allow_none=True)
+    options = fields.List(
+        fields.Nested(ButtonSchema), required=True, validate=validate.Length(min=1, max=100)
+    )
+
+
+RICH_MEDIA_SCHEMAS = {
+    "image": ImageSchema(),
+    "file": FileSchema(),
+    "quick_button": QuickButtonSchema(),
+    "carousel": CarouselSchema(),
+    "dropdown": DropdownSchema(),
+}
+
+
+def Count(minimum: int = 0, maximum: int = MAX_INT, **kwargs):  # noqa: N802 - a field factory
+    """A non-negative integer (offset, limit, seq) no larger than the database's INTEGER."""
+    return fields.Integer(validate=validate.Range(min=minimum, max=min(maximum, MAX_INT)), **kwargs)
