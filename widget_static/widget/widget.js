@@ -7,18 +7,20 @@
  * seqgap.js), and rejoins start from that seq. Every text a message carries is put in the page
  * with textContent, never as HTML. Sends carry a client_message_id, so the client's retries
  * (socket.io-client `retries`) store a message once. The host page talks to the widget through
- * the loader with postMessage (docs/widget.md).
+ * the loader with postMessage (docs/widget.md). Rich messages are drawn by the renderer the
+ * agent app uses too (shared/render.js); a choice the visitor picks is sent as its value and
+ * shown as its label.
  */
-(function () {
-  "use strict";
+import { ChatSeqGaps } from "../seqgap.js";
+import { formatSize, formatTime, randomId } from "../shared/format.js";
+import { Choices, renderContent } from "../shared/render.js";
+
+/* global io -- the socket.io-client browser build, a classic script loaded before this one */
 
   var cfg = document.body.dataset;
   var CID = cfg.conversationId, EXT = cfg.externalId, TOKEN = cfg.embedToken;
   var UPLOAD_MAX = Number(cfg.uploadMaxBytes) || 0;
   var TYPING_EVERY_MS = 2000;
-  var FILE_ICON = '<svg width="22" height="22" viewBox="0 0 24 24" fill="none" stroke="currentColor" ' +
-    'stroke-width="1.8" stroke-linejoin="round" aria-hidden="true"><path d="M6 2h8l5 5v15H6z"/>' +
-    '<path d="M14 2v5h5M9 13h7M9 17h7"/></svg>';
   var framed = window.parent !== window;
 
   function $(sel) { return document.querySelector(sel); }
@@ -31,7 +33,8 @@
   var pending = [];        // own messages sent and not yet stored: {cmid, li, payload}
   var isOpen = !framed, unread = 0, toMark = [];
   var hostOrigin = null, lastTypingSent = 0, joined = false;
-  var gaps = new window.ChatSeqGaps({
+  var choices = new Choices();
+  var gaps = new ChatSeqGaps({
     fetchAfter: function (seq) { return fetchHistory(seq); },
     deliver: function (m) { receive(m, true); }
   });
@@ -45,29 +48,8 @@
     return e;
   }
 
-  function randomId() {
-    var b = crypto.getRandomValues(new Uint8Array(16));
-    return Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join("");
-  }
-
-  // rich_media URLs are checked by the server (http(s) or a root-relative path); checked again
-  // here so that no other scheme can ever reach an href or src.
-  function safeUrl(u) {
-    return typeof u === "string" && (/^https?:\/\//i.test(u) || /^\/(?!\/)/.test(u)) ? u : null;
-  }
-
-  function fmtSize(n) {
-    if (typeof n !== "number" || n < 0) return "";
-    if (n < 1024) return n + " B";
-    if (n < 1048576) return (n / 1024).toFixed(n < 10240 ? 1 : 0) + " KB";
-    return (n / 1048576).toFixed(1) + " MB";
-  }
-
-  function fmtTime(iso) {
-    if (!iso) return "";
-    var t = new Date(iso + (/[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? "" : "Z"));
-    return isNaN(t) ? "" : t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  }
+  var fmtSize = formatSize;
+  var fmtTime = formatTime;
 
   function notice(text) {
     noticeEl.textContent = text || "";
@@ -75,6 +57,7 @@
   }
 
   function atBottom() { return log.scrollHeight - log.scrollTop - log.clientHeight < 40; }
+  // The whole last message, its time line included, above the composer.
   function scrollDown() { log.scrollTop = log.scrollHeight; }
 
   // ---- host page (through the loader) ---------------------------------------------------
@@ -139,124 +122,22 @@
 
   // ---- rendering ------------------------------------------------------------------------
 
-  function replyButton(b, onPick) {
-    var btn = el("button", "cw-choice", b && b.label);
-    btn.type = "button";
-    btn.addEventListener("click", function () { onPick(btn, b.value); });
-    return btn;
-  }
-
-  function choose(group, btn, value) {
-    var all = group.querySelectorAll("button");
-    for (var i = 0; i < all.length; i++) all[i].disabled = true;
-    if (btn) btn.classList.add("cw-chosen");
-    sendText(String(value));
-  }
-
-  function renderBody(m, bubble) {
-    var rm = m.rich_media || {}, url, group;
-    switch (m.content_type) {
-      case "image":
-        url = safeUrl(rm.url);
-        if (url) {
-          var link = el("a", "cw-image");
-          link.href = url;
-          link.target = "_blank";
-          link.rel = "noopener noreferrer";
-          var img = el("img");
-          img.src = url;
-          img.alt = rm.alt || m.content || "Image";
-          img.addEventListener("load", function () { if (isOpen) scrollDown(); });
-          link.appendChild(img);
-          bubble.appendChild(link);
-        }
-        if (m.content) bubble.appendChild(el("p", "cw-text", m.content));
-        break;
-      case "file":
-        url = safeUrl(rm.url);
-        var file = el(url ? "a" : "span", "cw-filecard");
-        if (url) {
-          file.href = url;
-          file.target = "_blank";
-          file.rel = "noopener noreferrer";
-          file.setAttribute("download", rm.filename || "");
-        }
-        var icon = el("span", "cw-fileicon");
-        icon.innerHTML = FILE_ICON;  // a constant, never message data
-        file.appendChild(icon);
-        var meta = el("span", "cw-filemeta");
-        meta.appendChild(el("span", "cw-filename", rm.filename || m.content || "File"));
-        meta.appendChild(el("span", "cw-filesize", [fmtSize(rm.size), url ? "Download" : ""]
-          .filter(Boolean).join(" · ")));
-        file.appendChild(meta);
-        bubble.appendChild(file);
-        if (m.content && m.content !== rm.filename) bubble.appendChild(el("p", "cw-text", m.content));
-        break;
-      case "quick_button":
-        if (m.content) bubble.appendChild(el("p", "cw-text", m.content));
-        group = el("div", "cw-choices");
-        (rm.buttons || []).forEach(function (b) {
-          group.appendChild(replyButton(b, function (btn, value) { choose(group, btn, value); }));
-        });
-        bubble.appendChild(group);
-        break;
-      case "carousel":
-        if (m.content) bubble.appendChild(el("p", "cw-text", m.content));
-        var track = el("div", "cw-carousel");
-        (rm.cards || []).forEach(function (c) {
-          var card = el("div", "cw-card");
-          var src = safeUrl(c.image_url);
-          if (src) {
-            var pic = el("img", "cw-card-img");
-            pic.src = src;
-            pic.alt = c.title || "";
-            card.appendChild(pic);
-          }
-          card.appendChild(el("div", "cw-card-title", c.title));
-          if (c.subtitle) card.appendChild(el("div", "cw-card-sub", c.subtitle));
-          var actions = el("div", "cw-card-actions");
-          (c.buttons || []).forEach(function (b) {
-            actions.appendChild(replyButton(b, function (btn, value) { choose(track, btn, value); }));
-          });
-          card.appendChild(actions);
-          track.appendChild(card);
-        });
-        bubble.appendChild(track);
-        break;
-      case "dropdown":
-        if (m.content) bubble.appendChild(el("p", "cw-text", m.content));
-        var select = el("select", "cw-select");
-        var ph = el("option", null, rm.placeholder || "Choose…");
-        ph.value = "";
-        ph.disabled = true;
-        ph.selected = true;
-        select.appendChild(ph);
-        (rm.options || []).forEach(function (o) {
-          var opt = el("option", null, o.label);
-          opt.value = o.value;
-          select.appendChild(opt);
-        });
-        select.addEventListener("change", function () {
-          if (!select.value) return;
-          select.disabled = true;
-          sendText(select.value);
-        });
-        bubble.appendChild(select);
-        break;
-      default:
-        bubble.appendChild(el("p", "cw-text", m.content));
-    }
-  }
-
-  function render(m) {
+  function render(m, label) {
     var mine = m.sender_type === "end_user";
     var li = el("li", "cw-msg " + (mine ? "cw-mine" : "cw-theirs"));
     li.setAttribute("data-type", m.content_type || "text");
     li.setAttribute("data-sender", m.sender_type || "");
     var bubble = el("div", "cw-bubble");
-    renderBody(m, bubble);
+    choices.remember(m);
+    bubble.append(...renderContent(m, {
+      interactive: true,
+      label: label || choices.labelOf(m),
+      onChoose: function (chosen, value) { sendText(value, chosen); },
+      onImageLoad: function () { if (isOpen) scrollDown(); }
+    }));
     li.appendChild(bubble);
-    li.appendChild(el("time", "cw-time", fmtTime(m.created_at)));
+    // Until the ack, the time line says so: the bubble keeps its height when it is stored.
+    li.appendChild(el("time", "cw-time", m.created_at ? fmtTime(m.created_at) : "Sending…"));
     return li;
   }
 
@@ -277,8 +158,10 @@
     pending.splice(i, 1);
     p.li.classList.remove("cw-pending", "cw-failed");
     p.li.removeAttribute("title");
+    var stick = atBottom();
     p.li.querySelector(".cw-time").textContent = fmtTime(m.created_at);
     place(p.li, m.seq);
+    if (stick) scrollDown();
   }
 
   function receive(m, live) {
@@ -330,7 +213,7 @@
     });
   }
 
-  function send(content, type, media) {
+  function send(content, type, media, label) {
     var payload = {
       conversation_id: CID,
       content: content,
@@ -342,7 +225,7 @@
     if (media) payload.rich_media = media;
     // Sending clears the typing hint on the server: the next keystroke announces it again.
     lastTypingSent = 0;
-    var li = render(payload);
+    var li = render(payload, label);
     var p = { li: li, payload: payload };
     li.addEventListener("click", function () {
       if (li.classList.contains("cw-failed")) emitSend(p);
@@ -353,9 +236,10 @@
     emitSend(p);
   }
 
-  function sendText(text) {
+  /* label: what the visitor picked, when the text is a choice's value. */
+  function sendText(text, label) {
     text = String(text || "");
-    if (text.trim()) send(text, "text");
+    if (text.trim()) send(text, "text", null, label);
   }
 
   form.addEventListener("submit", function (e) {
@@ -518,4 +402,3 @@
       place(el("li", "cw-event", "This conversation was closed. Write to start a new one."), lastSeq + 0.5);
     }
   });
-})();

@@ -163,7 +163,7 @@ async def test_agent_signs_in_and_new_conversations_appear_in_unassigned_without
 
         await inbox.open(first)
         await expect(inbox.messages()).to_have_count(1)
-        await expect(inbox.messages().locator(".msg-text")).to_have_text("My order never arrived")
+        await expect(inbox.messages().locator(".rm-text")).to_have_text("My order never arrived")
         await expect(page).to_have_title("(1) Inbox")
         assert inbox.websockets, "the Socket.IO client should upgrade to a websocket"
 
@@ -304,16 +304,16 @@ async def test_agent_answers_with_text_and_every_rich_type_and_the_visitor_recei
         # The agent's own view renders each type readably, as read-only chips and cards.
         shown = inbox.messages()
         await expect(shown).to_have_count(5)
-        await expect(shown.nth(1).locator(".msg-text")).to_have_text(
+        await expect(shown.nth(1).locator(".rm-text")).to_have_text(
             "Happy to help!\nA few options:"
         )
-        await expect(shown.nth(2).locator(".chip")).to_have_text(["Yes", "No"])
-        await expect(shown.nth(3).locator(".dropdown-placeholder")).to_have_text("-- pick one --")
-        await expect(shown.nth(3).locator(".chip")).to_have_text(
+        await expect(shown.nth(2).locator(".rm-choice")).to_have_text(["Yes", "No"])
+        await expect(shown.nth(3).locator(".rm-placeholder")).to_have_text("-- pick one --")
+        await expect(shown.nth(3).locator(".rm-choice")).to_have_text(
             ["Asia Pacific", "Europe", "Americas"]
         )
-        await expect(shown.nth(4).locator(".card-title")).to_have_text(["Starter", "Business"])
-        await expect(shown.nth(4).locator(".card-image")).to_have_js_property("naturalWidth", 160)
+        await expect(shown.nth(4).locator(".rm-card-title")).to_have_text(["Starter", "Business"])
+        await expect(shown.nth(4).locator(".rm-card-img")).to_have_js_property("naturalWidth", 160)
         # The visitor got each reply once, in order; the inbox showed each once although it
         # had it twice (the send's ack and the room's message_received), by seq.
         replies = [m for m in visitor.of("message_received") if m["sender_type"] == "agent"]
@@ -367,10 +367,10 @@ async def test_agent_sends_an_uploaded_image_and_file_and_the_visitor_receives_t
             assert resp.status == 200 and await resp.read() == PDF
 
         shown = inbox.messages()
-        await expect(shown.nth(1).locator("img.thumb")).to_have_js_property("naturalWidth", 200)
-        link = shown.nth(2).locator("a.rich-file")
-        await expect(link.locator(".file-name")).to_have_text("invoice.pdf")
-        await expect(link.locator(".file-size")).to_have_text(f"{len(PDF)} B")
+        await expect(shown.nth(1).locator(".rm-image img")).to_have_js_property("naturalWidth", 200)
+        link = shown.nth(2).locator("a.rm-filecard")
+        await expect(link.locator(".rm-filename")).to_have_text("invoice.pdf")
+        await expect(link.locator(".rm-filesize")).to_have_text(f"{len(PDF)} B · Download")
         await expect(link).to_have_attribute("href", media["url"])
         await page.screenshot(path=artifacts / "inbox-uploads.png")
 
@@ -538,7 +538,7 @@ async def test_history_pages_back_with_load_older(browser, factory):
     async with signed_in(browser, factory, agent) as inbox:
         page = inbox.page
         await inbox.open(conv)
-        texts = inbox.messages().locator(".msg-text")
+        texts = inbox.messages().locator(".rm-text")
         await expect(texts).to_have_count(50)
         await expect(texts.first).to_have_text("message 071")
         await expect(texts.last).to_have_text("message 120")
@@ -576,7 +576,7 @@ async def test_after_a_dropped_connection_the_inbox_rejoins_and_shows_what_it_mi
         await stored_visitor_messages(factory, conv, ["while away 1", "while away 2"])
 
         await expect(page.locator("body")).to_have_attribute("data-connections", "2")
-        texts = inbox.messages().locator(".msg-text")
+        texts = inbox.messages().locator(".rm-text")
         await expect(texts).to_have_text(["before", "while away 1", "while away 2"])
         # Back in the room: live messages arrive again.
         await expect(page.locator("body")).to_have_attribute("data-ready", "true")
@@ -604,14 +604,14 @@ async def test_message_text_and_names_are_shown_as_text_never_as_html(browser, f
         await expect(item.locator(".conv-name")).to_have_text(name)
         await inbox.open(conv)
         shown = inbox.messages()
-        await expect(shown.nth(0).locator(".msg-text")).to_have_text(attack)
+        await expect(shown.nth(0).locator(".rm-text")).to_have_text(attack)
         await expect(shown.nth(0).locator(".msg-sender")).to_have_text(name)
-        await expect(shown.nth(1).locator(".msg-text")).to_have_text(
+        await expect(shown.nth(1).locator(".rm-text")).to_have_text(
             "<script>document.body.dataset.pwned=2</script>"
         )
-        await expect(shown.nth(1).locator(".chip")).to_have_text(attack)
+        await expect(shown.nth(1).locator(".rm-choice")).to_have_text(attack)
         await factory.visitor_send(visitor, conv, attack + " again")
-        await expect(shown.nth(2).locator(".msg-text")).to_have_text(attack + " again")
+        await expect(shown.nth(2).locator(".rm-text")).to_have_text(attack + " again")
         await expect(item.locator(".conv-preview")).to_have_text(attack + " again")
 
         for selector in ("#message-list img", "#message-list script", "#message-list b"):
@@ -659,7 +659,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             # The agent claims it and opens it.
             await item.locator(".conv-claim").click()
             await expect(page.locator("#conv-meta")).to_contain_text("Assigned to you")
-            await expect(inbox.messages().locator(".msg-text")).to_have_text(
+            await expect(inbox.messages().locator(".rm-text")).to_have_text(
                 ["Hi, I was charged twice"]
             )
 
@@ -674,7 +674,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.fill("#composer-text", "Sorry about that")
             await page.press("#composer-text", "Enter")
             theirs = widget.locator('.cw-msg[data-sender="agent"]')
-            await expect(theirs.last.locator(".cw-text")).to_have_text("Sorry about that")
+            await expect(theirs.last.locator(".rm-text")).to_have_text("Sorry about that")
 
             # Quick buttons: the visitor's click is their reply.
             await page.select_option("#composer-type", "quick_button")
@@ -683,7 +683,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
             await widget.locator(".cw-choice", has_text="Yes").click()
-            await expect(inbox.messages().last.locator(".msg-text")).to_have_text("annual")
+            await expect(inbox.messages().last.locator(".rm-text")).to_have_text("annual")
 
             # Dropdown: the visitor's choice is their reply.
             await page.select_option("#composer-type", "dropdown")
@@ -693,7 +693,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
             await widget.locator(".cw-select").select_option("mc")
-            await expect(inbox.messages().last.locator(".msg-text")).to_have_text("mc")
+            await expect(inbox.messages().last.locator(".rm-text")).to_have_text("mc")
 
             # Carousel: a card's button is a reply too.
             await page.select_option("#composer-type", "carousel")
@@ -706,7 +706,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
             await widget.locator(".cw-card .cw-choice", has_text="Refund me").click()
-            await expect(inbox.messages().last.locator(".msg-text")).to_have_text("refund")
+            await expect(inbox.messages().last.locator(".rm-text")).to_have_text("refund")
 
             # An uploaded image, shown in the widget.
             await page.set_input_files(

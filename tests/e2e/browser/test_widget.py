@@ -91,7 +91,7 @@ class Visitor:
     async def write(self, text: str) -> None:
         await self.widget.locator(".cw-input").fill(text)
         await self.widget.locator(".cw-input").press("Enter")
-        bubble = self.widget.locator(".cw-mine[data-seq] .cw-text", has_text=text)
+        bubble = self.widget.locator(".cw-mine[data-seq] .rm-text", has_text=text)
         await expect(bubble).to_have_count(1, timeout=WAIT_MS)
 
     def message(self, content_type: str, text: str | None = None):
@@ -241,7 +241,7 @@ async def test_visitor_and_agent_chat_with_every_message_type(
     await agent_says(inbox, cid, XSS)
     bubble = visitor.message("text", "onerror")
     await expect(bubble).to_have_count(1, timeout=WAIT_MS)
-    assert await bubble.locator(".cw-text").text_content() == XSS
+    assert await bubble.locator(".rm-text").text_content() == XSS
     assert await bubble.locator("img").count() == 0
 
     # Quick buttons: a click sends the button's value.
@@ -253,9 +253,9 @@ async def test_visitor_and_agent_chat_with_every_message_type(
         {"buttons": [{"label": "Yes", "value": "yes"}, {"label": XSS, "value": "no"}]},
     )
     buttons = visitor.message("quick_button", "Is this about an order?")
-    await expect(buttons.locator("button.cw-choice")).to_have_count(2, timeout=WAIT_MS)
-    assert await buttons.locator("button.cw-choice").nth(1).text_content() == XSS
-    await buttons.locator("button.cw-choice", has_text="Yes").click()
+    await expect(buttons.locator("button.rm-choice")).to_have_count(2, timeout=WAIT_MS)
+    assert await buttons.locator("button.rm-choice").nth(1).text_content() == XSS
+    await buttons.locator("button.rm-choice", has_text="Yes").click()
     await visitor_reply(inbox, "yes")
 
     # Dropdown: placeholder, options; a choice sends its value.
@@ -309,11 +309,11 @@ async def test_visitor_and_agent_chat_with_every_message_type(
         "() => [...document.querySelectorAll('.cw-theirs[data-type=image] img')]"
         ".every(img => img.complete && img.naturalWidth === 320)"
     )
-    file_link = visitor.message("file").locator("a.cw-filecard")
+    file_link = visitor.message("file").locator("a.rm-filecard")
     await expect(file_link).to_have_attribute("href", manual["url"], timeout=WAIT_MS)
     await expect(file_link).to_have_attribute("download", "Summit_2_manual.pdf")
-    await expect(file_link.locator(".cw-filename")).to_have_text("Summit_2_manual.pdf")
-    await expect(file_link.locator(".cw-filesize")).to_have_text(f"{len(PDF)} B · Download")
+    await expect(file_link.locator(".rm-filename")).to_have_text("Summit_2_manual.pdf")
+    await expect(file_link.locator(".rm-filesize")).to_have_text(f"{len(PDF)} B · Download")
 
     # Carousel: cards with image, title, subtitle and buttons that send their value.
     await agent_says(
@@ -338,10 +338,10 @@ async def test_visitor_and_agent_chat_with_every_message_type(
             ]
         },
     )
-    cards = visitor.message("carousel").locator(".cw-card")
+    cards = visitor.message("carousel").locator(".rm-card")
     await expect(cards).to_have_count(2, timeout=WAIT_MS)
-    await expect(cards.nth(0).locator(".cw-card-title")).to_have_text("Summit 2")
-    await expect(cards.nth(0).locator(".cw-card-sub")).to_have_text("1.6 kg, three seasons")
+    await expect(cards.nth(0).locator(".rm-card-title")).to_have_text("Summit 2")
+    await expect(cards.nth(0).locator(".rm-card-sub")).to_have_text("1.6 kg, three seasons")
     await expect(cards.nth(0).locator("img")).to_have_attribute("src", photo["url"])
     await page.screenshot(path=artifacts / "widget-rich-messages.png")
     await page.locator(FRAME).screenshot(path=artifacts / "widget-frame-rich.png")
@@ -395,8 +395,8 @@ async def test_reloading_the_host_page_keeps_the_conversation(browser, host_site
     ready = await visitor.wait_event("ready")
     assert ready["conversation_id"] == first_ready["conversation_id"] == cid
     widget = visitor.widget
-    await expect(widget.locator(".cw-mine .cw-text")).to_have_text(["Where is my order #1042?"])
-    await expect(widget.locator(".cw-theirs .cw-text")).to_have_text(
+    await expect(widget.locator(".cw-mine .rm-text")).to_have_text(["Where is my order #1042?"])
+    await expect(widget.locator(".cw-theirs .rm-text")).to_have_text(
         ["It left the warehouse this morning."]
     )
     await visitor.write("Thanks!")
@@ -448,7 +448,7 @@ async def test_widget_catches_up_after_the_server_restarts(
         await expect(visitor.widget.locator("body[data-connection=online]")).to_have_count(
             1, timeout=WAIT_MS
         )
-        await expect(visitor.widget.locator(".cw-theirs .cw-text")).to_have_text(
+        await expect(visitor.widget.locator(".cw-theirs .rm-text")).to_have_text(
             ["Yes, one moment.", "Found your order.", "It ships tomorrow."], timeout=WAIT_MS
         )
         # And it is live again, both ways.
