@@ -3,7 +3,6 @@
 import { formatTime, nowIso, visitorName } from "../shared/format.js";
 import { el } from "../shared/render.js";
 import { api } from "./api.js";
-import { emitAck } from "./socket.js";
 import { app, FILTERS, ME, state } from "./state.js";
 import { $, toast } from "./ui.js";
 

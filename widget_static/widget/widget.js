@@ -15,7 +15,7 @@ import { ChatSeqGaps } from "../seqgap.js";
 import { formatSize, formatTime, randomId } from "../shared/format.js";
 import { Choices, renderContent } from "../shared/render.js";
 
-/* global io -- the socket.io-client browser build, a classic script loaded before this one */
+// io: the socket.io-client browser build, a classic script the page loads before this one.
 
   var cfg = document.body.dataset;
   var CID = cfg.conversationId, EXT = cfg.externalId, TOKEN = cfg.embedToken;

@@ -781,3 +781,76 @@ async def image_host(aiohttp_server):
     app.router.add_get("/{name}", serve)
     srv = await aiohttp_server(app, host="127.0.0.1")
     return f"http://127.0.0.1:{srv.port}"
+
+
+# ---- what the agent reads: names, states, picked choices --------------------------------------
+
+
+async def test_a_conversation_opened_but_never_written_in_is_new_not_resolved(browser, factory):
+    org = await factory.org()
+    agent = await factory.agent(org)
+    untouched = await factory.conversation(org)  # the widget opened it; nobody wrote
+    resolved, _visitor = await visitor_writes(factory, org, "Thanks, all good")
+    owner = await factory.owner(org)
+    status, _ = await factory.post(f"/api/conversations/{resolved['id']}/resolve", owner)
+    assert status == 200
+
+    async with signed_in(browser, factory, agent) as inbox:
+        await inbox.filter("all")
+        await expect(inbox.item(untouched).locator(".conv-status")).to_have_text(
+            "New · no messages yet"
+        )
+        await expect(inbox.item(untouched)).to_have_attribute("data-state", "new")
+        await expect(inbox.item(resolved).locator(".conv-status")).to_have_text("Resolved")
+
+
+async def test_an_unnamed_visitor_is_visitor_and_hex_with_the_full_id_in_the_header(
+    browser, factory
+):
+    org = await factory.org()
+    agent = await factory.agent(org)
+    session_id = "9f2c4e1ab37d4c0e8a5b6c7d8e9f0a1b"  # as the widget's loader makes them
+    conv = await factory.conversation(org, external_id=session_id)
+    visitor = await factory.visitor(conv)
+    await factory.visitor_send(visitor, conv, "Anyone there?")
+
+    async with signed_in(browser, factory, agent) as inbox:
+        await expect(inbox.item(conv).locator(".conv-name")).to_have_text("Visitor 9f2c4e1a")
+        await inbox.open(conv)
+        await expect(inbox.page.locator("#conv-title")).to_have_text("Visitor 9f2c4e1a")
+        await expect(inbox.page.locator("#conv-meta")).to_contain_text(f"visitor id {session_id}")
+        await expect(inbox.messages().last.locator(".msg-sender")).to_have_text("Visitor 9f2c4e1a")
+        await visitor.emit(
+            "user_typing",
+            {"conversation_id": conv["id"], "sender_type": "end_user", "external_id": session_id},
+        )
+        await expect(inbox.page.locator("#typing")).to_have_text("Visitor 9f2c4e1a is typing…")
+
+
+async def test_a_visitors_picked_choice_reads_as_its_label_in_the_inbox(browser, factory):
+    org = await factory.org()
+    agent = await factory.agent(org)
+    conv, visitor = await visitor_writes(factory, org, "Which colours?", name="Ada")
+    agent_client = await factory.client(agent)
+    ack = await factory.agent_send(
+        agent_client,
+        conv,
+        "Pick a colour:",
+        content_type="quick_button",
+        rich_media={
+            "buttons": [
+                {"label": "Sky blue", "value": "colour-blue"},
+                {"label": "Red", "value": "colour-red"},
+            ]
+        },
+    )
+    assert "error" not in ack, ack
+    # The widget sends the value as the visitor's reply (the contract).
+    await factory.visitor_send(visitor, conv, "colour-blue")
+
+    async with signed_in(browser, factory, agent) as inbox:
+        await inbox.filter("all")
+        await inbox.open(conv)
+        reply = inbox.messages().last
+        await expect(reply.locator(".rm-text")).to_have_text("Sky blue")
+        await expect(reply.locator(".rm-text")).to_have_attribute("data-value", "colour-blue")

@@ -611,3 +611,73 @@ async def test_host_page_drives_the_widget_and_hears_its_events(
     await page.evaluate("() => window.postMessage({target: 'chat-widget', type: 'toggle'}, '*')")
     await visitor.wait_event("opened", nth=3)
     await expect(page.locator(FRAME)).to_be_visible()
+
+
+# ---- what the visitor reads after a pick or a send ------------------------------------------
+
+
+async def test_a_picked_button_or_option_shows_its_label_and_sends_its_value(
+    browser, host_site, factory
+):
+    org = await factory.org(allowed_origins=[host_site.origin])
+    _agent, inbox = await agent_inbox(factory, org)
+    url = host_site.page(host_html(factory.url, org.embed_token))
+    visitor = await new_visitor(browser, url)
+    await visitor.open()
+    await visitor.write("Do you have other colours?")
+    cid = await claim_first(inbox, "Do you have other colours?")
+
+    await agent_says(
+        inbox,
+        cid,
+        "Pick a colour:",
+        "quick_button",
+        {"buttons": [{"label": "Sky blue", "value": "colour-blue"}]},
+    )
+    await visitor.message("quick_button").locator(".rm-choice", has_text="Sky blue").click()
+    sent = await visitor_reply(inbox, "colour-blue")
+    assert sent["content"] == "colour-blue"
+    mine = visitor.widget.locator(".cw-mine[data-seq] .rm-text")
+    await expect(mine.last).to_have_text("Sky blue", timeout=WAIT_MS)
+
+    await agent_says(
+        inbox,
+        cid,
+        "Select your region:",
+        "dropdown",
+        {"options": [{"label": "Europe", "value": "region-eu"}]},
+    )
+    await visitor.message("dropdown").locator("select").select_option("region-eu")
+    await visitor_reply(inbox, "region-eu")
+    await expect(mine.last).to_have_text("Europe", timeout=WAIT_MS)
+
+    # After a reload, from the history, the picks still read as what was picked.
+    await visitor.page.reload()
+    await expect(visitor.page.locator(FRAME)).to_be_visible(timeout=WAIT_MS)
+    await expect(mine).to_have_text(
+        ["Do you have other colours?", "Sky blue", "Europe"], timeout=WAIT_MS
+    )
+
+
+async def test_after_a_send_the_last_message_and_its_time_are_above_the_composer(
+    browser, host_site, factory
+):
+    org = await factory.org(allowed_origins=[host_site.origin])
+    _agent, inbox = await agent_inbox(factory, org)
+    visitor = await new_visitor(browser, host_site.page(host_html(factory.url, org.embed_token)))
+    await visitor.open()
+    for n in range(12):  # more than the transcript can show: it scrolls
+        await visitor.write(f"Line {n} of a long question")
+
+    frame = await visitor.frame()
+    last_time = visitor.widget.locator(".cw-mine[data-seq] .cw-time").last
+    await expect(last_time).not_to_have_text("Sending…")
+    gap = await frame.evaluate(
+        """() => {
+          const log = document.querySelector('.cw-log').getBoundingClientRect();
+          const times = document.querySelectorAll('.cw-msg .cw-time');
+          const last = times[times.length - 1].getBoundingClientRect();
+          return log.bottom - last.bottom;
+        }"""
+    )
+    assert gap >= 0, f"the last message's time is {-gap}px under the composer"
