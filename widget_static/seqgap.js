@@ -38,17 +38,21 @@ export function ChatSeqGaps(opts) {
 ChatSeqGaps.prototype.reset = function (base) {
   this._epoch++;
   this._gapFree = isSeq(base) ? base : 0;
-  this._above = {};       // seqs held above gapFree
-  this._known = this._gapFree;  // the highest seq known to exist
+  this._above = {}; // seqs held above gapFree
+  this._known = this._gapFree; // the highest seq known to exist
   this._fetching = false;
   this._failures = 0;
   if (this._timer) clearTimeout(this._timer);
   this._timer = null;
 };
 
-ChatSeqGaps.prototype.gapFree = function () { return this._gapFree; };
+ChatSeqGaps.prototype.gapFree = function () {
+  return this._gapFree;
+};
 
-ChatSeqGaps.prototype.missing = function () { return this._known > this._gapFree; };
+ChatSeqGaps.prototype.missing = function () {
+  return this._known > this._gapFree;
+};
 
 /* The page now shows the message with this seq. */
 ChatSeqGaps.prototype.held = function (seq) {
@@ -78,7 +82,7 @@ ChatSeqGaps.prototype._mark = function (seq) {
 ChatSeqGaps.prototype._schedule = function (delay) {
   if (!this.missing() || this._fetching) return;
   if (this._timer) {
-    if (delay >= this._due - Date.now()) return;  // already due by then
+    if (delay >= this._due - Date.now()) return; // already due by then
     clearTimeout(this._timer);
   }
   this._due = Date.now() + delay;
@@ -91,29 +95,36 @@ ChatSeqGaps.prototype._schedule = function (delay) {
 
 ChatSeqGaps.prototype._fill = function () {
   if (!this.missing() || this._fetching) return;
-  var self = this, epoch = this._epoch, from = this._gapFree;
+  var self = this,
+    epoch = this._epoch,
+    from = this._gapFree;
   this._fetching = true;
   Promise.resolve()
-    .then(function () { return self._fetchAfter(from); })
-    .then(function (list) {
-      if (epoch !== self._epoch) return;
-      self._fetching = false;
-      (list || []).forEach(function (m) {
-        if (!m || !isSeq(m.seq) || m.seq <= from) return;
-        self._deliver(m);
-        self._mark(m.seq);
-      });
-      if (self._gapFree > from) {
-        self._failures = 0;
-        self._schedule(0);  // a page at a time, until nothing is missing
-      } else {
+    .then(function () {
+      return self._fetchAfter(from);
+    })
+    .then(
+      function (list) {
+        if (epoch !== self._epoch) return;
+        self._fetching = false;
+        (list || []).forEach(function (m) {
+          if (!m || !isSeq(m.seq) || m.seq <= from) return;
+          self._deliver(m);
+          self._mark(m.seq);
+        });
+        if (self._gapFree > from) {
+          self._failures = 0;
+          self._schedule(0); // a page at a time, until nothing is missing
+        } else {
+          self._retry();
+        }
+      },
+      function () {
+        if (epoch !== self._epoch) return;
+        self._fetching = false;
         self._retry();
-      }
-    }, function () {
-      if (epoch !== self._epoch) return;
-      self._fetching = false;
-      self._retry();
-    });
+      },
+    );
 };
 
 // A failed fetch (network, server busy) or one that brought nothing tries again later; a
@@ -122,4 +133,3 @@ ChatSeqGaps.prototype._retry = function () {
   if (!this.missing() || this._failures >= RETRY_MS.length) return;
   this._schedule(RETRY_MS[this._failures++]);
 };
-

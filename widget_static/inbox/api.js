@@ -20,19 +20,25 @@ export function api(path, options = {}) {
     headers["Content-Type"] = "application/json";
     payload = JSON.stringify(options.json);
   }
-  return fetch(path, { method, headers, body: payload, credentials: "same-origin" }).then((resp) => {
-    if (resp.status === 401) {
-      window.location.assign("/auth/login?next=/inbox");
-      throw new ApiError("Your session ended; please sign in again.", 401, "not_authenticated");
-    }
-    const type = resp.headers.get("Content-Type") || "";
-    const parsed = type.indexOf("application/json") >= 0 ? resp.json() : Promise.resolve(null);
-    return parsed.then((data) => {
-      if (!resp.ok) {
-        const err = (data && data.error) || {};
-        throw new ApiError(err.message || resp.statusText || "Request failed.", resp.status, err.code);
+  return fetch(path, { method, headers, body: payload, credentials: "same-origin" }).then(
+    (resp) => {
+      if (resp.status === 401) {
+        window.location.assign("/auth/login?next=/inbox");
+        throw new ApiError("Your session ended; please sign in again.", 401, "not_authenticated");
       }
-      return data;
-    });
-  });
+      const type = resp.headers.get("Content-Type") || "";
+      const parsed = type.indexOf("application/json") >= 0 ? resp.json() : Promise.resolve(null);
+      return parsed.then((data) => {
+        if (!resp.ok) {
+          const err = (data && data.error) || {};
+          throw new ApiError(
+            err.message || resp.statusText || "Request failed.",
+            resp.status,
+            err.code,
+          );
+        }
+        return data;
+      });
+    },
+  );
 }

@@ -17,7 +17,7 @@ function routeOf(hash) {
 }
 
 function show(route) {
-  document.querySelectorAll("[data-page]").forEach((section) => {
+  document.querySelectorAll(".layout[data-page], .console-page[data-page]").forEach((section) => {
     section.hidden = section.dataset.page !== route.page;
   });
   document.querySelectorAll(".console-nav a[data-nav]").forEach((link) => {
@@ -61,9 +61,12 @@ function loadTeamPage() {
             el("td", { text: u.display_name + (u.id === ME.id ? " (you)" : "") }),
             el("td", { text: u.email || "" }),
             el("td", { text: u.role }),
-            el("td", { class: "presence", dataset: { status: online ? "online" : "offline" } },
+            el(
+              "td",
+              { class: "presence", dataset: { status: online ? "online" : "offline" } },
               el("span", { class: "dot", "aria-hidden": "true" }),
-              online ? " online" : " offline"),
+              online ? " online" : " offline",
+            ),
           );
         }),
       );
@@ -102,23 +105,29 @@ function loadIntegrations() {
   return Promise.all([api("/api/admin/channels"), api("/api/admin/embed-tokens")])
     .then(([channels, tokens]) => {
       const select = $("#token-channel");
-      select.replaceChildren(
-        ...channels.map((c) => el("option", { value: c.id, text: c.name })),
-      );
+      select.replaceChildren(...channels.map((c) => el("option", { value: c.id, text: c.name })));
       $("#channel-table tbody").replaceChildren(
         ...channels.map((c) =>
-          el("tr", { dataset: { channelId: c.id } },
-            el("td", { text: c.name }), el("td", { text: c.type || "" }), el("td", { class: "mono", text: c.id })),
+          el(
+            "tr",
+            { dataset: { channelId: c.id } },
+            el("td", { text: c.name }),
+            el("td", { text: c.type || "" }),
+            el("td", { class: "mono", text: c.id }),
+          ),
         ),
       );
       $("#token-table tbody").replaceChildren(
         ...tokens.map((t) =>
-          el("tr", { dataset: { tokenId: t.id, revoked: t.revoked_at ? "true" : "false" } },
+          el(
+            "tr",
+            { dataset: { tokenId: t.id, revoked: t.revoked_at ? "true" : "false" } },
             el("td", { class: "mono", text: t.token_prefix + "…" }),
             el("td", { text: t.name || "" }),
             el("td", { text: (t.allowed_origins || []).join(", ") || "any site" }),
             el("td", { text: t.revoked_at ? "Revoked" : "Active" }),
-            el("td", {}, t.revoked_at ? null : revokeButton(t))),
+            el("td", {}, t.revoked_at ? null : revokeButton(t)),
+          ),
         ),
       );
     })
@@ -139,8 +148,13 @@ function createChannel(event) {
 
 function snippet(token) {
   return (
-    "<script\n  src=\"" + window.location.origin + "/chat-widget/embed.js\"\n" +
-    '  data-embed-token="' + token + '"\n></' + "script>"
+    '<script\n  src="' +
+    window.location.origin +
+    '/chat-widget/embed.js"\n' +
+    '  data-embed-token="' +
+    token +
+    '"\n></' +
+    "script>"
   );
 }
 
@@ -151,7 +165,9 @@ function createToken(event) {
   const body = {};
   if (raw.name) body.name = raw.name;
   if (raw.channel_id) body.channel_id = raw.channel_id;
-  const origins = String(raw.allowed_origins || "").split(/[\s,]+/).filter(Boolean);
+  const origins = String(raw.allowed_origins || "")
+    .split(/[\s,]+/)
+    .filter(Boolean);
   if (origins.length) body.allowed_origins = origins;
   api("/api/admin/embed-tokens", { method: "POST", json: body })
     .then((created) => {

@@ -11,10 +11,11 @@ import { $, toast } from "./ui.js";
 // ---- claiming and resolving -----------------------------------------------------------
 
 function claim(id) {
-  return emitAck('claim_conversation', { conversation_id: id })
+  return emitAck("claim_conversation", { conversation_id: id })
     .then(function (ack) {
       var conv = state.convs.get(id);
-      if (conv && conv.active_session) conv.active_session.assigned_agent_id = ack.assigned_agent_id;
+      if (conv && conv.active_session)
+        conv.active_session.assigned_agent_id = ack.assigned_agent_id;
       app.renderList();
       if (id === state.current) renderHeader();
       else if (!state.current) openConversation(id);
@@ -28,19 +29,34 @@ function claim(id) {
 function resolveCurrent(event) {
   event.preventDefault();
   var id = state.current;
-  var input = $('#resolve-tags');
-  var tags = input.value.split(',').map(function (t) { return t.trim(); }).filter(Boolean);
-  $('#resolve').disabled = true;
-  api('/api/conversations/' + encodeURIComponent(id) + '/resolve', { method: 'POST', json: { tags: tags } })
-    .then(function (res) {
-      input.value = '';
-      app.applyResolved({
-        conversation_id: id, session_id: res.session_id, tags: res.tags, resolved_at: res.resolved_at,
-      });
-      toast('Resolved' + app.tagsSuffix(res.tags), 'info');
+  var input = $("#resolve-tags");
+  var tags = input.value
+    .split(",")
+    .map(function (t) {
+      return t.trim();
     })
-    .catch(function (err) { toast(err.message); })
-    .then(function () { $('#resolve').disabled = false; });
+    .filter(Boolean);
+  $("#resolve").disabled = true;
+  api("/api/conversations/" + encodeURIComponent(id) + "/resolve", {
+    method: "POST",
+    json: { tags: tags },
+  })
+    .then(function (res) {
+      input.value = "";
+      app.applyResolved({
+        conversation_id: id,
+        session_id: res.session_id,
+        tags: res.tags,
+        resolved_at: res.resolved_at,
+      });
+      toast("Resolved" + app.tagsSuffix(res.tags), "info");
+    })
+    .catch(function (err) {
+      toast(err.message);
+    })
+    .then(function () {
+      $("#resolve").disabled = false;
+    });
 }
 
 // ---- the open conversation ------------------------------------------------------------
@@ -54,28 +70,30 @@ function renderHeader() {
   var conv = state.convs.get(state.current);
   if (!conv) return;
   var status = app.statusOf(conv);
-  $('#conv-title').textContent = app.displayName(conv);
+  $("#conv-title").textContent = app.displayName(conv);
   var meta = [status.label];
   if (conv.active_session && conv.active_session.tags && conv.active_session.tags.length) {
-    meta.push('tags: ' + conv.active_session.tags.join(', '));
+    meta.push("tags: " + conv.active_session.tags.join(", "));
   }
   var resolution = state.resolutions.get(conv.id);
   if (!conv.active_session && resolution && resolution.tags.length) {
-    meta.push('tags: ' + resolution.tags.join(', '));
+    meta.push("tags: " + resolution.tags.join(", "));
   }
-  if (conv.end_user) meta.push('visitor id ' + visitorHex(conv.end_user.external_id));
-  $('#conv-meta').textContent = meta.join(' · ');
-  $('#conversation-view').dataset.state = status.key;
-  $('#claim').hidden = status.key !== 'unassigned';
-  $('#resolve-form').hidden = !conv.active_session || !canAct(conv);
+  if (conv.end_user) meta.push("visitor id " + visitorHex(conv.end_user.external_id));
+  $("#conv-meta").textContent = meta.join(" · ");
+  $("#conversation-view").dataset.state = status.key;
+  $("#claim").hidden = status.key !== "unassigned";
+  $("#resolve-form").hidden = !conv.active_session || !canAct(conv);
   var allowed = canAct(conv);
-  $('#composer').classList.toggle('disabled', !allowed);
-  Array.prototype.forEach.call($('#composer').elements, function (control) {
+  $("#composer").classList.toggle("disabled", !allowed);
+  Array.prototype.forEach.call($("#composer").elements, function (control) {
     control.disabled = !allowed;
   });
-  $('#composer-note').textContent = allowed
-    ? (conv.active_session ? '' : 'Writing reopens this conversation and assigns it to you.')
-    : 'Assigned to ' + app.agentName(conv.active_session.assigned_agent_id) + '.';
+  $("#composer-note").textContent = allowed
+    ? conv.active_session
+      ? ""
+      : "Writing reopens this conversation and assigns it to you."
+    : "Assigned to " + app.agentName(conv.active_session.assigned_agent_id) + ".";
 }
 
 function resetMessages() {
@@ -85,8 +103,8 @@ function resetMessages() {
   state.readSent = new Set();
   state.lastSeq = 0;
   state.oldestSeq = null;
-  $('#message-list').replaceChildren();
-  $('#load-older').hidden = true;
+  $("#message-list").replaceChildren();
+  $("#load-older").hidden = true;
   showTyping(null);
 }
 
@@ -94,30 +112,37 @@ function openConversation(id) {
   if (state.current === id) return Promise.resolve();
   var previous = state.current;
   if (previous && socket.connected) {
-    socket.emit('leave_conversation', { conversation_id: previous });
+    socket.emit("leave_conversation", { conversation_id: previous });
   }
   state.current = id;
   resetMessages();
   state.unread.delete(id);
   app.updateTitle();
-  if (window.location.hash !== '#' + id) {
-    window.history.replaceState(null, '', window.location.pathname + window.location.search + '#' + id);
+  if (window.location.hash !== "#" + id) {
+    window.history.replaceState(
+      null,
+      "",
+      window.location.pathname + window.location.search + "#" + id,
+    );
   }
-  $('#placeholder').hidden = true;
-  $('#conversation-view').hidden = false;
-  $('#conv-title').textContent = state.convs.has(id) ? app.displayName(state.convs.get(id)) : '';
+  $("#placeholder").hidden = true;
+  $("#conversation-view").hidden = false;
+  $("#conv-title").textContent = state.convs.has(id) ? app.displayName(state.convs.get(id)) : "";
   app.renderList();
   renderHeader();
-  return app.refreshConversation(id)
+  return app
+    .refreshConversation(id)
     .then(function () {
       if (state.current !== id) return null;
-      return api('/api/conversations/' + encodeURIComponent(id) + '/messages?limit=' + PAGE_SIZE);
+      return api("/api/conversations/" + encodeURIComponent(id) + "/messages?limit=" + PAGE_SIZE);
     })
     .then(function (page) {
       if (!page || state.current !== id) return null;
       // The newest page: gap-free from its first seq.
       gaps.reset(page.length ? page[0].seq - 1 : 0);
-      page.forEach(function (m) { addMessage(m); });
+      page.forEach(function (m) {
+        addMessage(m);
+      });
       updateOlderButton();
       scrollToBottom();
       // Joining with last_seq replays whatever was stored after the page we just read,
@@ -125,24 +150,27 @@ function openConversation(id) {
       return socket.connected ? joinCurrent() : null;
     })
     .then(markRead)
-    .catch(function (err) { toast(err.message); });
+    .catch(function (err) {
+      toast(err.message);
+    });
 }
 
 function joinCurrent() {
   var id = state.current;
-  return emitAck('join_conversation', { conversation_id: id, last_seq: gaps.gapFree() })
-    .then(function (ack) {
+  return emitAck("join_conversation", { conversation_id: id, last_seq: gaps.gapFree() }).then(
+    function (ack) {
       if (state.current === id) gaps.head(ack.last_seq);
       return ack;
-    });
+    },
+  );
 }
 
 function onMessage(m) {
   if (m.conversation_id !== state.current) return;
-  if (m.sender_type === 'end_user') showTyping(null);
-  var box = $('#messages');
+  if (m.sender_type === "end_user") showTyping(null);
+  var box = $("#messages");
   var nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  if (addMessage(m) && (nearBottom || (m.sender_type === 'agent' && m.sender_id === ME.id))) {
+  if (addMessage(m) && (nearBottom || (m.sender_type === "agent" && m.sender_id === ME.id))) {
     scrollToBottom();
   }
   markRead();
@@ -156,44 +184,61 @@ function addMessage(m) {
   gaps.held(m.seq);
   state.oldestSeq = state.oldestSeq === null ? m.seq : Math.min(state.oldestSeq, m.seq);
   var node = renderMessage(m);
-  var list = $('#message-list');
+  var list = $("#message-list");
   var before = null;
   for (var i = 0; i < list.children.length; i++) {
     var child = list.children[i];
-    if (child.dataset.seq && Number(child.dataset.seq) > m.seq) { before = child; break; }
+    if (child.dataset.seq && Number(child.dataset.seq) > m.seq) {
+      before = child;
+      break;
+    }
   }
   list.insertBefore(node, before);
   return true;
 }
 
 function addSystemLine(text) {
-  $('#message-list').append(el('li', { class: 'system-line', text: text }));
+  $("#message-list").append(el("li", { class: "system-line", text: text }));
   scrollToBottom();
 }
 
 function senderLabel(m) {
   var conv = state.convs.get(m.conversation_id);
-  if (m.sender_type === 'end_user') return visitorName(conv ? conv.end_user : null);
-  if (m.sender_type === 'bot') return 'Bot';
-  return m.sender_id === ME.id ? 'You' : app.agentName(m.sender_id);
+  if (m.sender_type === "end_user") return visitorName(conv ? conv.end_user : null);
+  if (m.sender_type === "bot") return "Bot";
+  return m.sender_id === ME.id ? "You" : app.agentName(m.sender_id);
 }
 
 function renderMessage(m) {
-  var mine = m.sender_type === 'agent' && m.sender_id === ME.id;
+  var mine = m.sender_type === "agent" && m.sender_id === ME.id;
   state.choices.remember(m);
-  var bubble = el('div', { class: 'bubble' }, ...renderContent(m, { label: state.choices.labelOf(m) }));
-  return el('li', {
-    class: 'msg from-' + m.sender_type + (mine ? ' mine' : ''),
-    dataset: { seq: m.seq, id: m.id, contentType: m.content_type, senderType: m.sender_type },
-  },
-    el('div', { class: 'msg-meta' },
-      el('span', { class: 'msg-sender', text: senderLabel(m) }),
-      el('time', { class: 'msg-time', datetime: m.created_at, text: formatTime(m.created_at, true) })),
-    bubble);
+  var bubble = el(
+    "div",
+    { class: "bubble" },
+    ...renderContent(m, { label: state.choices.labelOf(m) }),
+  );
+  return el(
+    "li",
+    {
+      class: "msg from-" + m.sender_type + (mine ? " mine" : ""),
+      dataset: { seq: m.seq, id: m.id, contentType: m.content_type, senderType: m.sender_type },
+    },
+    el(
+      "div",
+      { class: "msg-meta" },
+      el("span", { class: "msg-sender", text: senderLabel(m) }),
+      el("time", {
+        class: "msg-time",
+        datetime: m.created_at,
+        text: formatTime(m.created_at, true),
+      }),
+    ),
+    bubble,
+  );
 }
 
 function updateOlderButton() {
-  $('#load-older').hidden = !(state.oldestSeq !== null && state.oldestSeq > 1);
+  $("#load-older").hidden = !(state.oldestSeq !== null && state.oldestSeq > 1);
 }
 
 /* Older pages by offset: the history skips the `offset` newest messages. Seqs are gap-free
@@ -202,40 +247,52 @@ function loadOlder() {
   var id = state.current;
   if (!id || state.oldestSeq === null) return;
   var offset = state.lastSeq - state.oldestSeq + 1;
-  var button = $('#load-older');
+  var button = $("#load-older");
   button.disabled = true;
-  api('/api/conversations/' + encodeURIComponent(id) + '/messages?limit=' + PAGE_SIZE + '&offset=' + offset)
+  api(
+    "/api/conversations/" +
+      encodeURIComponent(id) +
+      "/messages?limit=" +
+      PAGE_SIZE +
+      "&offset=" +
+      offset,
+  )
     .then(function (page) {
       if (state.current !== id) return;
-      var box = $('#messages');
+      var box = $("#messages");
       var fromBottom = box.scrollHeight - box.scrollTop;
-      page.forEach(function (m) { addMessage(m); });
+      page.forEach(function (m) {
+        addMessage(m);
+      });
       box.scrollTop = box.scrollHeight - fromBottom;
       if (!page.length) state.oldestSeq = 1;
       updateOlderButton();
     })
-    .catch(function (err) { toast(err.message); })
-    .then(function () { button.disabled = false; });
+    .catch(function (err) {
+      toast(err.message);
+    })
+    .then(function () {
+      button.disabled = false;
+    });
 }
 
 function scrollToBottom() {
-  var box = $('#messages');
+  var box = $("#messages");
   box.scrollTop = box.scrollHeight;
 }
 
 function showTyping(senderType) {
-  var node = $('#typing');
+  var node = $("#typing");
   if (!senderType) {
     node.hidden = true;
-    node.textContent = '';
+    node.textContent = "";
     delete node.dataset.sender;
     return;
   }
   var conv = state.convs.get(state.current);
   node.dataset.sender = senderType;
-  node.textContent = senderType === 'end_user'
-    ? app.displayName(conv) + ' is typing…'
-    : 'A colleague is typing…';
+  node.textContent =
+    senderType === "end_user" ? app.displayName(conv) + " is typing…" : "A colleague is typing…";
   node.hidden = false;
 }
 
@@ -244,15 +301,40 @@ function markRead() {
   if (document.hidden || !state.current || !socket.connected) return;
   var ids = [];
   state.messages.forEach(function (m) {
-    if (m.sender_type !== 'end_user' || state.readSent.has(m.id)) return;
+    if (m.sender_type !== "end_user" || state.readSent.has(m.id)) return;
     if (m.read_by && m.read_by[ME.id]) return;
     ids.push(m.id);
   });
   if (!ids.length) return;
   ids = ids.slice(-100);
-  ids.forEach(function (id) { state.readSent.add(id); });
-  emitAck('mark_read', { conversation_id: state.current, message_ids: ids, sender_type: 'agent' })
-    .catch(function () { /* best effort: a read receipt is not worth an error toast */ });
+  ids.forEach(function (id) {
+    state.readSent.add(id);
+  });
+  emitAck("mark_read", {
+    conversation_id: state.current,
+    message_ids: ids,
+    sender_type: "agent",
+  }).catch(function () {
+    /* best effort: a read receipt is not worth an error toast */
+  });
 }
 
-Object.assign(app, { claim, resolveCurrent, canAct, renderHeader, resetMessages, openConversation, joinCurrent, onMessage, addMessage, addSystemLine, senderLabel, renderMessage, updateOlderButton, loadOlder, scrollToBottom, showTyping, markRead });
+Object.assign(app, {
+  claim,
+  resolveCurrent,
+  canAct,
+  renderHeader,
+  resetMessages,
+  openConversation,
+  joinCurrent,
+  onMessage,
+  addMessage,
+  addSystemLine,
+  senderLabel,
+  renderMessage,
+  updateOlderButton,
+  loadOlder,
+  scrollToBottom,
+  showTyping,
+  markRead,
+});

@@ -36,7 +36,12 @@ $("#composer").addEventListener("submit", app.submitComposer);
 $("#composer").addEventListener("input", app.onComposerInput);
 $("#composer-type").addEventListener("change", (ev) => app.setComposerType(ev.target.value));
 $("#composer-text").addEventListener("keydown", (ev) => {
-  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing && $("#composer-type").value === "text") {
+  if (
+    ev.key === "Enter" &&
+    !ev.shiftKey &&
+    !ev.isComposing &&
+    $("#composer-type").value === "text"
+  ) {
     ev.preventDefault();
     $("#composer").requestSubmit();
   }

@@ -32,9 +32,16 @@ function fileIcon() {
   // Built node by node: a constant shape, no markup parsed.
   const svg = document.createElementNS(SVG, "svg");
   for (const [k, v] of Object.entries({
-    width: 22, height: 22, viewBox: "0 0 24 24", fill: "none", stroke: "currentColor",
-    "stroke-width": 1.8, "stroke-linejoin": "round", "aria-hidden": "true",
-  })) svg.setAttribute(k, String(v));
+    width: 22,
+    height: 22,
+    viewBox: "0 0 24 24",
+    fill: "none",
+    stroke: "currentColor",
+    "stroke-width": 1.8,
+    "stroke-linejoin": "round",
+    "aria-hidden": "true",
+  }))
+    svg.setAttribute(k, String(v));
   for (const d of ["M6 2h8l5 5v15H6z", "M14 2v5h5M9 13h7M9 17h7"]) {
     const path = document.createElementNS(SVG, "path");
     path.setAttribute("d", d);
@@ -128,7 +135,13 @@ export function renderContent(m, opts = {}) {
       if (url) {
         const img = el("img", { src: url, alt: rm.alt || m.content || "Image" });
         if (opts.onImageLoad) img.addEventListener("load", opts.onImageLoad);
-        out.push(el("a", { class: "rm-image", href: url, target: "_blank", rel: "noopener noreferrer" }, img));
+        out.push(
+          el(
+            "a",
+            { class: "rm-image", href: url, target: "_blank", rel: "noopener noreferrer" },
+            img,
+          ),
+        );
       }
       if (m.content) out.push(text(m.content));
       break;
@@ -199,7 +212,9 @@ export function renderContent(m, opts = {}) {
           el(
             "div",
             { class: "rm-card" },
-            src ? el("img", { class: "rm-card-img", src, alt: c.title || "", loading: "lazy" }) : null,
+            src
+              ? el("img", { class: "rm-card-img", src, alt: c.title || "", loading: "lazy" })
+              : null,
             el("div", { class: "rm-card-title", text: c.title || "" }),
             c.subtitle ? el("div", { class: "rm-card-sub", text: c.subtitle }) : null,
             actions.childElementCount ? actions : null,

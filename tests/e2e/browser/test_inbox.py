@@ -682,7 +682,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await fill_rows(page, "#rich-editor", [("Yes", "annual"), ("No", "monthly")])
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
-            await widget.locator(".cw-choice", has_text="Yes").click()
+            await widget.locator(".rm-choice", has_text="Yes").click()
             await expect(inbox.messages().last.locator(".rm-text")).to_have_text("annual")
 
             # Dropdown: the visitor's choice is their reply.
@@ -692,7 +692,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await fill_rows(page, "#rich-editor", [("Visa", "visa"), ("Mastercard", "mc")])
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
-            await widget.locator(".cw-select").select_option("mc")
+            await widget.locator(".rm-select").select_option("mc")
             await expect(inbox.messages().last.locator(".rm-text")).to_have_text("mc")
 
             # Carousel: a card's button is a reply too.
@@ -705,7 +705,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await fill_rows(page, "#rich-editor .card-editor >> nth=0", [("Refund me", "refund")])
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
-            await widget.locator(".cw-card .cw-choice", has_text="Refund me").click()
+            await widget.locator(".rm-card .rm-choice", has_text="Refund me").click()
             await expect(inbox.messages().last.locator(".rm-text")).to_have_text("refund")
 
             # An uploaded image, shown in the widget.
@@ -854,3 +854,61 @@ async def test_a_visitors_picked_choice_reads_as_its_label_in_the_inbox(browser,
         reply = inbox.messages().last
         await expect(reply.locator(".rm-text")).to_have_text("Sky blue")
         await expect(reply.locator(".rm-text")).to_have_attribute("data-value", "colour-blue")
+
+
+# ---- the console around the inbox ---------------------------------------------------------------
+
+
+async def test_an_admin_creates_an_embed_token_and_sees_its_snippet_once(browser, factory):
+    org = await factory.org()
+    owner = await factory.owner(org)
+
+    async with signed_in(browser, factory, owner) as inbox:
+        page = inbox.page
+        await page.click('.console-nav a[data-nav="integrations"]')
+        await expect(page).to_have_url(re.compile(r"/inbox#integrations$"))
+        await expect(page.locator("#channel-table tbody tr")).not_to_have_count(0)
+        await page.fill('#token-form input[name="name"]', "Shop")
+        await page.fill('#token-form input[name="allowed_origins"]', "https://shop.example")
+        await page.click('#token-form button[type="submit"]')
+        token = page.locator("#new-token-value")
+        await expect(token).not_to_be_empty()
+        value = await token.text_content()
+        await expect(page.locator("#new-token-snippet")).to_contain_text(
+            f'data-embed-token="{value}"'
+        )
+        row = page.locator("#token-table tbody tr", has_text=value[:8])
+        await expect(row).to_contain_text("https://shop.example")
+        await row.locator("button", has_text="Revoke").click()
+        await expect(row).to_contain_text("Revoked")
+
+        await page.click('.console-nav a[data-nav="team"]')
+        await page.fill('#user-form input[name="display_name"]', "Grace")
+        await page.fill('#user-form input[name="email"]', f"grace-{value[:6]}@example.com")
+        await page.fill('#user-form input[name="password"]', "correct horse battery")
+        await page.click('#user-form button[type="submit"]')
+        await expect(page.locator("#team-table tbody")).to_contain_text("Grace")
+
+        await page.click('.console-nav a[data-nav="settings"]')
+        await expect(page.locator("#profile-email")).to_have_text(owner.email)
+        await page.click('.console-nav a[data-nav="inbox"]')
+        await expect(page.locator(".filters")).to_be_visible()
+
+
+async def test_an_agent_sees_no_admin_pages_or_controls(browser, factory):
+    org = await factory.org()
+    agent = await factory.agent(org)
+
+    async with signed_in(browser, factory, agent) as inbox:
+        page = inbox.page
+        await expect(page.locator('.console-nav a[data-nav="integrations"]')).to_be_hidden()
+        await page.click('.console-nav a[data-nav="team"]')
+        mine = page.locator(f'#team-table tbody tr[data-user-id="{agent.user_id}"]')
+        await expect(mine).to_contain_text("(you)")
+        await expect(mine.locator(".presence")).to_have_attribute("data-status", "online")
+        await expect(page.locator("#user-form")).to_be_hidden()
+        await page.goto(factory.url + "/inbox#integrations")
+        await expect(page.locator('[data-page="integrations"]')).to_be_hidden()
+        await page.click('.console-nav a[data-nav="settings"]')
+        await page.click("#settings-sign-out")
+        await expect(page).to_have_url(re.compile(r"/auth/login"))
