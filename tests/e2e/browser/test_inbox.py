@@ -683,7 +683,11 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
             await widget.locator(".rm-choice", has_text="Yes").click()
-            await expect(inbox.messages().last.locator(".rm-text")).to_have_text("annual")
+            # The reply carries the value; both sides show the label that was picked.
+            picked = inbox.messages().last.locator(".rm-text")
+            await expect(picked).to_have_text("Yes")
+            await expect(picked).to_have_attribute("data-value", "annual")
+            await expect(widget.locator(".cw-mine .rm-text").last).to_have_text("Yes")
 
             # Dropdown: the visitor's choice is their reply.
             await page.select_option("#composer-type", "dropdown")
@@ -693,7 +697,10 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
             await widget.locator(".rm-select").select_option("mc")
-            await expect(inbox.messages().last.locator(".rm-text")).to_have_text("mc")
+            picked = inbox.messages().last.locator(".rm-text")
+            await expect(picked).to_have_text("Mastercard")
+            await expect(picked).to_have_attribute("data-value", "mc")
+            await expect(widget.locator(".cw-mine .rm-text").last).to_have_text("Mastercard")
 
             # Carousel: a card's button is a reply too.
             await page.select_option("#composer-type", "carousel")
@@ -706,7 +713,10 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
             await widget.locator(".rm-card .rm-choice", has_text="Refund me").click()
-            await expect(inbox.messages().last.locator(".rm-text")).to_have_text("refund")
+            picked = inbox.messages().last.locator(".rm-text")
+            await expect(picked).to_have_text("Refund me")
+            await expect(picked).to_have_attribute("data-value", "refund")
+            await expect(widget.locator(".cw-mine .rm-text").last).to_have_text("Refund me")
 
             # An uploaded image, shown in the widget.
             await page.set_input_files(
@@ -813,18 +823,31 @@ async def test_an_unnamed_visitor_is_visitor_and_hex_with_the_full_id_in_the_hea
     conv = await factory.conversation(org, external_id=session_id)
     visitor = await factory.visitor(conv)
     await factory.visitor_send(visitor, conv, "Anyone there?")
+    # An app's own id, not hex: shown by the hex of its bytes ("app-user-7" -> 6170702d…).
+    app_conv = await factory.conversation(org, external_id="app-user-7")
+    app_visitor = await factory.visitor(app_conv)
+    await factory.visitor_send(app_visitor, app_conv, "Hello from the app")
 
     async with signed_in(browser, factory, agent) as inbox:
+        page = inbox.page
         await expect(inbox.item(conv).locator(".conv-name")).to_have_text("Visitor 9f2c4e1a")
+        await expect(inbox.item(app_conv).locator(".conv-name")).to_have_text("Visitor 6170702d")
         await inbox.open(conv)
-        await expect(inbox.page.locator("#conv-title")).to_have_text("Visitor 9f2c4e1a")
-        await expect(inbox.page.locator("#conv-meta")).to_contain_text(f"visitor id {session_id}")
+        await expect(page.locator("#conv-title")).to_have_text("Visitor 9f2c4e1a")
+        await expect(page.locator("#conv-meta")).to_contain_text(f"visitor id {session_id}")
         await expect(inbox.messages().last.locator(".msg-sender")).to_have_text("Visitor 9f2c4e1a")
         await visitor.emit(
             "user_typing",
             {"conversation_id": conv["id"], "sender_type": "end_user", "external_id": session_id},
         )
-        await expect(inbox.page.locator("#typing")).to_have_text("Visitor 9f2c4e1a is typing…")
+        await expect(page.locator("#typing")).to_have_text("Visitor 9f2c4e1a is typing…")
+
+        await inbox.open(app_conv)
+        await expect(page.locator("#conv-title")).to_have_text("Visitor 6170702d")
+        await expect(page.locator("#conv-meta")).to_contain_text(
+            "visitor id " + b"app-user-7".hex()
+        )
+        await expect(inbox.messages().last.locator(".msg-sender")).to_have_text("Visitor 6170702d")
 
 
 async def test_a_visitors_picked_choice_reads_as_its_label_in_the_inbox(browser, factory):
