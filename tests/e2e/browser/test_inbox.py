@@ -882,7 +882,9 @@ async def test_a_visitors_picked_choice_reads_as_its_label_in_the_inbox(browser,
 # ---- the console around the inbox ---------------------------------------------------------------
 
 
-async def test_an_admin_creates_an_embed_token_and_sees_its_snippet_once(browser, factory):
+async def test_an_admin_creates_an_embed_token_and_sees_its_snippet_once(
+    browser, factory, artifacts
+):
     org = await factory.org()
     owner = await factory.owner(org)
 
@@ -902,6 +904,7 @@ async def test_an_admin_creates_an_embed_token_and_sees_its_snippet_once(browser
         )
         row = page.locator("#token-table tbody tr", has_text=value[:8])
         await expect(row).to_contain_text("https://shop.example")
+        await page.screenshot(path=artifacts / "console-integrations.png")
         await row.locator("button", has_text="Revoke").click()
         await expect(row).to_contain_text("Revoked")
 
