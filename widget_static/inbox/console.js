@@ -46,30 +46,41 @@ export function startConsole() {
 
 // ---- Team ------------------------------------------------------------------------------
 
+let teamUsers = [];
+
+// Presence is live: the rows follow agent_status_changed while the page is shown.
+function renderTeamRows() {
+  $("#team-table tbody").replaceChildren(
+    ...teamUsers.map((u) => {
+      const online = state.online.has(u.id);
+      return el(
+        "tr",
+        { dataset: { userId: u.id } },
+        el("td", { text: u.display_name + (u.id === ME.id ? " (you)" : "") }),
+        el("td", { text: u.email || "" }),
+        el("td", { text: u.role }),
+        el(
+          "td",
+          { class: "presence", dataset: { status: online ? "online" : "offline" } },
+          el("span", { class: "dot", "aria-hidden": "true" }),
+          online ? " online" : " offline",
+        ),
+      );
+    }),
+  );
+}
+
+app.presenceChanged = () => {
+  if (document.body.dataset.page === "team") renderTeamRows();
+};
+
 function loadTeamPage() {
-  const rows = $("#team-table tbody");
   const request = IS_ADMIN ? api("/api/admin/users") : api("/api/team");
   return request
     .then((users) => {
       users.forEach((u) => state.team.set(u.id, { ...state.team.get(u.id), ...u }));
-      rows.replaceChildren(
-        ...users.map((u) => {
-          const online = state.online.has(u.id);
-          return el(
-            "tr",
-            { dataset: { userId: u.id } },
-            el("td", { text: u.display_name + (u.id === ME.id ? " (you)" : "") }),
-            el("td", { text: u.email || "" }),
-            el("td", { text: u.role }),
-            el(
-              "td",
-              { class: "presence", dataset: { status: online ? "online" : "offline" } },
-              el("span", { class: "dot", "aria-hidden": "true" }),
-              online ? " online" : " offline",
-            ),
-          );
-        }),
-      );
+      teamUsers = users;
+      renderTeamRows();
     })
     .catch((err) => toast(err.message));
 }

@@ -62,6 +62,7 @@ function renderTeam() {
       );
     }),
   );
+  if (app.presenceChanged) app.presenceChanged();
 }
 
 Object.assign(app, { loadTeam, renderTeam });

@@ -932,6 +932,13 @@ async def test_an_agent_sees_no_admin_pages_or_controls(browser, factory):
         mine = page.locator(f'#team-table tbody tr[data-user-id="{agent.user_id}"]')
         await expect(mine).to_contain_text("(you)")
         await expect(mine.locator(".presence")).to_have_attribute("data-status", "online")
+        # A colleague comes online: the row follows, without a reload.
+        owner = await factory.owner(org)
+        theirs = page.locator(f'#team-table tbody tr[data-user-id="{owner.user_id}"]')
+        await expect(theirs.locator(".presence")).to_have_attribute("data-status", "offline")
+        colleague = await factory.client(owner)
+        await expect(theirs.locator(".presence")).to_have_attribute("data-status", "online")
+        await colleague.client.disconnect()
         await expect(page.locator("#user-form")).to_be_hidden()
         await page.goto(factory.url + "/inbox#integrations")
         await expect(page.locator('[data-page="integrations"]')).to_be_hidden()
