@@ -65,9 +65,6 @@ function el(tag, cls, text) {
   return e;
 }
 
-var fmtSize = formatSize;
-var fmtTime = formatTime;
-
 function notice(text) {
   noticeEl.textContent = text || "";
   noticeEl.hidden = !text;
@@ -168,7 +165,7 @@ function render(m, label) {
   );
   li.appendChild(bubble);
   // Until the ack, the time line says so: the bubble keeps its height when it is stored.
-  li.appendChild(el("time", "cw-time", m.created_at ? fmtTime(m.created_at) : "Sending…"));
+  li.appendChild(el("time", "cw-time", m.created_at ? formatTime(m.created_at) : "Sending…"));
   return li;
 }
 
@@ -195,7 +192,7 @@ function settle(p, m) {
   p.li.classList.remove("cw-pending", "cw-failed");
   p.li.removeAttribute("title");
   var stick = atBottom();
-  p.li.querySelector(".cw-time").textContent = fmtTime(m.created_at);
+  p.li.querySelector(".cw-time").textContent = formatTime(m.created_at);
   place(p.li, m.seq);
   if (stick) scrollDown();
 }
@@ -341,7 +338,7 @@ fileInput.addEventListener("change", function () {
   fileInput.value = "";
   if (!f) return;
   if (UPLOAD_MAX && f.size > UPLOAD_MAX) {
-    notice(f.name + " is too large (at most " + fmtSize(UPLOAD_MAX) + ").");
+    notice(f.name + " is too large (at most " + formatSize(UPLOAD_MAX) + ").");
     return;
   }
   var body = new FormData();
