@@ -2,6 +2,7 @@
 
 from models.base import Base
 from models.conversations import Conversation, ConversationSession, EndUser, Message
+from models.outbox import OutboxEvent
 from models.orgs import AuthSession, Channel, EmbedToken, Organization, User
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "EndUser",
     "Message",
     "Organization",
+    "OutboxEvent",
     "User",
 ]
