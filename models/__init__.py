@@ -2,8 +2,8 @@
 
 from models.base import Base
 from models.conversations import Conversation, ConversationSession, EndUser, Message
-from models.outbox import OutboxEvent
 from models.orgs import AuthSession, Channel, EmbedToken, Organization, User
+from models.outbox import OutboxEvent
 
 __all__ = [
     "AuthSession",

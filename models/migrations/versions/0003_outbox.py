@@ -39,8 +39,9 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.Column("status", sa.String(length=10), server_default=sa.text("'pending'"),
-                  nullable=False),
+        sa.Column(
+            "status", sa.String(length=10), server_default=sa.text("'pending'"), nullable=False
+        ),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(), nullable=False),
         sa.Column("locked_until", sa.DateTime(), nullable=True),
@@ -51,16 +52,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
     )
     op.create_index(
-        "ix_outbox_pending_due", "outbox", ["subscriber", "next_attempt_at"],
-        unique=False, sqlite_where=_PENDING, postgresql_where=_PENDING,
+        "ix_outbox_pending_due",
+        "outbox",
+        ["subscriber", "next_attempt_at"],
+        unique=False,
+        sqlite_where=_PENDING,
+        postgresql_where=_PENDING,
     )
     op.create_index(
-        "ix_outbox_pending_conversation", "outbox", ["subscriber", "conversation_id", "id"],
-        unique=False, sqlite_where=_PENDING, postgresql_where=_PENDING,
+        "ix_outbox_pending_conversation",
+        "outbox",
+        ["subscriber", "conversation_id", "id"],
+        unique=False,
+        sqlite_where=_PENDING,
+        postgresql_where=_PENDING,
     )
     op.create_index(
-        "ix_outbox_done", "outbox", ["finished_at"],
-        unique=False, sqlite_where=_DONE, postgresql_where=_DONE,
+        "ix_outbox_done",
+        "outbox",
+        ["finished_at"],
+        unique=False,
+        sqlite_where=_DONE,
+        postgresql_where=_DONE,
     )
 
 
