@@ -134,6 +134,10 @@ class OutboxDispatcher:
         self._subscribers: dict[str, DurableSubscriber] = {}
         self._wake = asyncio.Event()
         self._inflight: dict[str, set[asyncio.Task]] = {}
+        # Outcomes of finished deliveries, recorded by the next round: done ids, and
+        # (id, attempt, values) of failures.
+        self._done: list[int] = []
+        self._failed: list[tuple] = []
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._last_prune = 0.0
@@ -174,6 +178,10 @@ class OutboxDispatcher:
                 t.cancel()
             if still:
                 await asyncio.wait(still)
+        try:
+            await self._round(claim=False)  # the outcomes of what finished
+        except Exception:
+            log.warning("outbox: recording outcomes failed; the rows are delivered again")
         await self._release()
 
     def wake(self) -> None:
@@ -186,16 +194,8 @@ class OutboxDispatcher:
         loop = asyncio.get_running_loop()
         while not self._stopping:
             self._wake.clear()
-            full = False
             try:
-                for name in self._subscribers:
-                    free = self.config.batch_size - len(self._inflight[name])
-                    if free <= 0:
-                        continue
-                    rows = await self._claim(name, free)
-                    for row in rows:
-                        self._spawn(name, row)
-                    full = full or len(rows) == free
+                full = await self._round()
                 if loop.time() - self._last_prune >= min(
                     PRUNE_EVERY_SECONDS, self.config.retention_seconds
                 ):
@@ -205,33 +205,71 @@ class OutboxDispatcher:
                 raise
             except Exception:
                 # The database is down or restarting: try again at the next poll.
-                log.warning("outbox: claiming rows failed", exc_info=True)
+                log.warning("outbox: a dispatch round failed", exc_info=True)
                 full = False
             if full:
                 continue  # more rows may be due: claim again before waiting
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
 
-    async def _claim(self, subscriber: str, limit: int) -> list:
+    async def _round(self, claim: bool = True) -> bool:
+        """One transaction: record the outcomes of finished deliveries, then claim what is
+        due for every subscriber with free slots. True if a subscriber's slots were filled
+        (more may be due)."""
+        done, failed = self._done, self._failed
+        self._done, self._failed = [], []
+        claimed: dict[str, tuple[list, int]] = {}
+        try:
+            async with self.db.engine.begin() as conn:
+                if done:
+                    await conn.execute(
+                        update(_O)
+                        .where(
+                            _O.c.id.in_(done),
+                            _O.c.locked_by == self.token,
+                            _O.c.status == "pending",
+                        )
+                        .values(status="done", finished_at=utcnow(), locked_until=None)
+                    )
+                for row_id, attempt, values in failed:
+                    await conn.execute(
+                        update(_O)
+                        .where(
+                            _O.c.id == row_id,
+                            _O.c.locked_by == self.token,
+                            _O.c.attempts == attempt,
+                            _O.c.status == "pending",
+                        )
+                        .values(**values)
+                    )
+                for name in self._subscribers if claim else ():
+                    free = self.config.batch_size - len(self._inflight[name])
+                    if free > 0:
+                        claimed[name] = (await self._claim(conn, name, free), free)
+        except BaseException:
+            # Not recorded: kept for the next round (if the process dies instead, the
+            # leases expire and the rows are delivered again: at least once).
+            self._done[:0] = done
+            self._failed[:0] = failed
+            raise
+        full = False
+        for name, (rows, free) in claimed.items():
+            for row in rows:
+                self._spawn(name, row)
+            full = full or len(rows) == free
+        return full
+
+    async def _claim(self, conn, subscriber: str, limit: int) -> list:
+        """Claim up to `limit` due rows of `subscriber` under a lease, in one statement."""
         now = utcnow()
         lease = now + timedelta(seconds=self.config.lease_seconds)
-        async with self.db.engine.begin() as conn:
-            ids = (await conn.execute(_claimable(subscriber, now, limit))).scalars().all()
-            if not ids:
-                return []
-            await conn.execute(
-                update(_O)
-                .where(_O.c.id.in_(ids))
-                .values(locked_until=lease, locked_by=self.token, attempts=_O.c.attempts + 1)
-            )
-            rows = (
-                await conn.execute(
-                    select(_O.c.id, _O.c.event, _O.c.payload, _O.c.attempts, _O.c.created_at)
-                    .where(_O.c.id.in_(ids))
-                    .order_by(_O.c.id)
-                )
-            ).all()
-        return rows
+        stmt = (
+            update(_O)
+            .where(_O.c.id.in_(_claimable(subscriber, now, limit)))
+            .values(locked_until=lease, locked_by=self.token, attempts=_O.c.attempts + 1)
+            .returning(_O.c.id, _O.c.event, _O.c.payload, _O.c.attempts, _O.c.created_at)
+        )
+        return sorted((await conn.execute(stmt)).all(), key=lambda r: r.id)
 
     def _spawn(self, subscriber: str, row) -> None:
         task = asyncio.create_task(self._deliver(subscriber, row), name=f"outbox-{row.id}")
@@ -240,7 +278,7 @@ class OutboxDispatcher:
 
         def _done(t: asyncio.Task) -> None:
             tasks.discard(t)
-            self._wake.set()  # a slot is free, and the conversation's next row may be due
+            self._wake.set()  # an outcome to record, a free slot, maybe the next row is due
 
         task.add_done_callback(_done)
 
@@ -256,13 +294,12 @@ class OutboxDispatcher:
         except Exception as exc:  # noqa: BLE001 - any failure of a subscriber is a retry
             if isinstance(exc, TimeoutError):
                 exc = TimeoutError(f"not handled within {self.config.lease_seconds * 0.9:.1f}s")
-            await self._finish_failed(subscriber, row, exc)
+            self._failed.append(self._failure(subscriber, row, exc))
             return
-        await self._settle(
-            row.id, row.attempts, status="done", finished_at=utcnow(), locked_until=None
-        )
+        self._done.append(row.id)
 
-    async def _finish_failed(self, subscriber: str, row, exc: BaseException) -> None:
+    def _failure(self, subscriber: str, row, exc: BaseException) -> tuple:
+        """The outcome of a failed delivery: a retry after a backoff, or dead."""
         error = f"{type(exc).__name__}: {exc}"[:2000]
         if row.attempts >= self.config.max_attempts:
             log.error(
@@ -273,15 +310,13 @@ class OutboxDispatcher:
                 row.attempts,
                 error,
             )
-            await self._settle(
-                row.id,
-                row.attempts,
-                status="dead",
-                finished_at=utcnow(),
-                locked_until=None,
-                last_error=error,
-            )
-            return
+            values = {
+                "status": "dead",
+                "finished_at": utcnow(),
+                "locked_until": None,
+                "last_error": error,
+            }
+            return row.id, row.attempts, values
         delay = self.config.backoff(row.attempts)
         log.warning(
             "outbox: row %s (%s) for %s failed (attempt %d), retrying in %.2fs: %s",
@@ -292,34 +327,13 @@ class OutboxDispatcher:
             delay,
             error,
         )
-        await self._settle(
-            row.id,
-            row.attempts,
-            locked_until=None,
-            last_error=error,
-            next_attempt_at=utcnow() + timedelta(seconds=delay),
-        )
         asyncio.get_running_loop().call_later(delay, self._wake.set)
-
-    async def _settle(self, row_id: int, attempt: int, **values) -> None:
-        """Record a delivery's outcome, if this dispatcher still holds that claim (a claim
-        that outlived its lease may have been taken over)."""
-        stmt = (
-            update(_O)
-            .where(
-                _O.c.id == row_id,
-                _O.c.locked_by == self.token,
-                _O.c.attempts == attempt,
-                _O.c.status == "pending",
-            )
-            .values(**values)
-        )
-        try:
-            async with self.db.engine.begin() as conn:
-                await conn.execute(stmt)
-        except Exception:
-            # Unrecorded: the lease expires and the row is delivered again (at least once).
-            log.warning("outbox: recording the outcome of row %s failed", row_id, exc_info=True)
+        values = {
+            "locked_until": None,
+            "last_error": error,
+            "next_attempt_at": utcnow() + timedelta(seconds=delay),
+        }
+        return row.id, row.attempts, values
 
     async def _release(self) -> None:
         """Give back the leases of rows claimed but not finished (a graceful stop)."""

@@ -406,7 +406,8 @@ async def test_a_claimed_row_is_not_delivered_by_another_dispatcher_until_its_le
     crashed = OutboxDispatcher(
         dead.db, dead.bus, OutboxConfig(lease_seconds=lease, poll_seconds=0.1)
     )
-    claimed = await crashed._claim(name, 100)
+    async with dead.db.engine.begin() as conn:
+        claimed = await crashed._claim(conn, name, 100)
     claimed_at = time.monotonic()
     assert [r.event for r in claimed] == ["conversation.created"]  # only the head of the queue
 
