@@ -56,6 +56,10 @@ _EARLIER = _O.alias("earlier")
 
 # How often delivered rows older than the retention are deleted (at most).
 PRUNE_EVERY_SECONDS = 60.0
+# Rounds (one transaction each) start at most this often: on a busy process the commits and
+# the finished deliveries of 20 ms share one round instead of one round each, which keeps
+# the dispatcher's share of the event loop small (docs/benchmarks.md, "The outbox's cost").
+MIN_ROUND_INTERVAL_SECONDS = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +196,12 @@ class OutboxDispatcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        last = -MIN_ROUND_INTERVAL_SECONDS
         while not self._stopping:
+            gap = last + MIN_ROUND_INTERVAL_SECONDS - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            last = loop.time()
             self._wake.clear()
             try:
                 full = await self._round()
