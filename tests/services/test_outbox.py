@@ -509,3 +509,39 @@ async def test_delivered_rows_are_pruned_after_the_retention(make_services):
     while await _rows(services, subscriber=sub.name):
         assert time.monotonic() < deadline, "the delivered row was not pruned"
         await asyncio.sleep(0.1)
+
+
+def test_migration_0003_upgrades_an_existing_database_and_downgrades(tmp_path):
+    """On a database of the previous revision (a SQLite file of the test's own: downgrading
+    the suite's shared database would pull the table from under the other tests)."""
+    from alembic import command
+    from sqlalchemy import create_engine as create_sync_engine
+    from sqlalchemy import inspect
+
+    from server import migrate
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'migrate.sqlite3'}"
+    cfg = migrate.alembic_config(url)
+    sync = create_sync_engine(f"sqlite:///{tmp_path / 'migrate.sqlite3'}")
+
+    def tables() -> set[str]:
+        return set(inspect(sync).get_table_names())
+
+    def indexes() -> set[str]:
+        return {ix["name"] for ix in inspect(sync).get_indexes("outbox")}
+
+    migrate._ensure_sqlite_dir(url)
+    command.upgrade(cfg, "0002")
+    assert "conversations" in tables() and "outbox" not in tables()
+    command.upgrade(cfg, "head")
+    assert "outbox" in tables()
+    assert indexes() == {
+        "ix_outbox_pending_due",
+        "ix_outbox_pending_conversation",
+        "ix_outbox_done",
+    }
+    command.downgrade(cfg, "0002")
+    assert "outbox" not in tables() and "conversations" in tables()
+    command.upgrade(cfg, "head")
+    assert "outbox" in tables()
+    sync.dispose()
