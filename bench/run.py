@@ -9,6 +9,8 @@ Targets:
   bare-1 / bare-2   the ceiling: bench/bare_server.py, 1 process / 2 processes + Redis
   pg-1 / pg-2       the platform on PostgreSQL + Redis, 1 / 2 processes
   sqlite            the platform on the embedded default (SQLite, one process)
+  pg-1+outbox       pg-1 with a no-op durable subscriber (bench/outbox_server.py): every
+                    durable event also writes an outbox row, which the dispatcher delivers
 
 Every server process is pinned to core 0 and the load generator to core 1 (taskset), as in
 docs/benchmarks.md; PostgreSQL and Redis are not pinned. The platform runs with the
@@ -42,6 +44,7 @@ REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/14")
 
 SCENARIOS = ("saturation", "steady", "idle", "storm")
 TARGETS = ("bare-1", "pg-1", "bare-2", "pg-2", "sqlite")
+OUTBOX_SUFFIX = "+outbox"
 
 
 def log(msg: str) -> None:
@@ -89,6 +92,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 class Target:
     def __init__(self, name: str, workdir: Path) -> None:
         self.name = name
+        self.outbox = name.endswith(OUTBOX_SUFFIX)
+        if self.outbox:
+            name = name.removesuffix(OUTBOX_SUFFIX)
         self.kind, _, n = name.partition("-")
         self.nprocs = int(n) if n else 1
         self.workdir = workdir
@@ -140,6 +146,14 @@ class Target:
                 cmd = [sys.executable, str(BENCH / "bare_server.py"), "--port", str(port)]
                 if self.nprocs > 1:
                     cmd += ["--redis", REDIS]
+            elif self.outbox:
+                cmd = [
+                    sys.executable,
+                    str(BENCH / "outbox_server.py"),
+                    "serve",
+                    "--port",
+                    str(port),
+                ]
             else:
                 cmd = [sys.executable, "-m", "chatd", "serve", "--port", str(port)]
             logf = open(self.workdir / f"{self.name}-{i}.log", "wb")  # noqa: SIM115
@@ -157,6 +171,23 @@ class Target:
         if self.data:
             return self.data["orgs"]
         return [{"embed_token": "", "agents": [{} for _ in range(n_agents)]} for _ in range(n_orgs)]
+
+    def outbox_rows(self) -> dict[str, int]:
+        """Outbox rows by status (pg targets): shows the rows were written and delivered."""
+        if self.kind != "pg" or not self.db:
+            return {}
+        out = subprocess.run(
+            [
+                "psql",
+                f"{PG_BASE}/{self.db}",
+                "-Atc",
+                "SELECT status, count(*) FROM outbox GROUP BY 1",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return {k: int(v) for k, v in (line.split("|") for line in out.split())}
 
     def stats(self) -> list[tuple[float, int]]:
         return [proc_stats(p.pid) for p in self.procs]
@@ -314,6 +345,7 @@ def run_one(name: str, args, target: Target, run_id: str, workdir: Path) -> dict
             result["profile"] = summarize_profile(path)
     wall = time.time() - t0
     result["target"] = target.name
+    result["outbox_rows"] = target.outbox_rows()
     result["server_cpu_s"] = [round(a[0] - b[0], 2) for a, b in zip(after, before, strict=True)]
     result["server_rss_mib"] = [round(a[1] / 2**20, 1) for a in after]
     result["wall_s"] = round(wall, 1)

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from server.app_services import Services
 from server.bus import EventBus
 from server.db import Database, create_engine
+from server.outbox import OutboxConfig, OutboxDispatcher
 from server.services.auth import AuthService
 from server.services.conversations import ConversationService
 from server.services.orgs import OrgService
@@ -57,4 +58,6 @@ def build_services(settings: Settings) -> Services:
         uploads=UploadService(
             settings.uploads_path, settings.upload_max_bytes, widget, limits=limits
         ),
+        # Idle unless durable subscribers are registered on the bus before start().
+        outbox=OutboxDispatcher(db, bus, OutboxConfig.from_settings(settings)),
     )

@@ -3,6 +3,7 @@
 from models.base import Base
 from models.conversations import Conversation, ConversationSession, EndUser, Message
 from models.orgs import AuthSession, Channel, EmbedToken, Organization, User
+from models.outbox import OutboxEvent
 
 __all__ = [
     "AuthSession",
@@ -14,5 +15,6 @@ __all__ = [
     "EndUser",
     "Message",
     "Organization",
+    "OutboxEvent",
     "User",
 ]

@@ -11,6 +11,7 @@ from typing import Any
 
 from server.bus import EventBus
 from server.db import Database
+from server.outbox import OutboxDispatcher
 from server.services.auth import AuthService
 from server.services.conversations import ConversationService
 from server.services.orgs import OrgService
@@ -38,6 +39,8 @@ class Services:
     uploads: UploadService
     # Loops the edges run for as long as the services do (the socket layer's access sweep).
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Delivers the outbox to the durable subscribers registered on the bus (if any).
+    outbox: OutboxDispatcher | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     def run_in_background(self, loop: Callable[[], Awaitable[None]]) -> None:
@@ -48,6 +51,8 @@ class Services:
         await self.bus.start()
         await self.conversations.start()
         await self.presence.start()
+        if self.outbox is not None:
+            await self.outbox.start()
         self._tasks = [asyncio.create_task(loop()) for loop in self.background]
 
     async def close(self) -> None:
@@ -58,6 +63,8 @@ class Services:
                 await task
         self._tasks = []
         try:
+            if self.outbox is not None:
+                await self.outbox.stop()
             await self.presence.stop()
             await self.conversations.stop()
             await self.bus.stop()

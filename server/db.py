@@ -3,18 +3,23 @@
 Services speak SQLAlchemy Core (no ORM identity map on the hot path), so the unit of work
 holds an AsyncConnection: the same execute()/Result API as a session, with less overhead.
 The domain events a use case raises are collected on the unit of work and handed to the bus
-only after the commit succeeds; on rollback they are dropped.
+only after the commit succeeds; on rollback they are dropped. The durable ones are also written
+to the outbox, one row per durable subscriber that wants them, in the same transaction, just
+before the commit (server/outbox.py delivers them).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from models import OutboxEvent
+from models.base import utcnow
 
 if TYPE_CHECKING:
     from server.bus import EventBus
@@ -40,27 +45,68 @@ def create_engine(database_url: str) -> AsyncEngine:
     return create_async_engine(database_url, pool_size=20, max_overflow=20, pool_recycle=1800)
 
 
+_OUTBOX = OutboxEvent.__table__
+_INSERT_OUTBOX = insert(_OUTBOX)
+
+
 @dataclass
 class UnitOfWork:
     conn: AsyncConnection
     events: list[DomainEvent] = field(default_factory=list)
+    # Set by a use case that wrote its own outbox rows in its statements (the message
+    # writer on PostgreSQL); `outbox_rows` is then how many it wrote.
+    outbox_written: bool = False
+    outbox_rows: int = 0
 
     def raise_event(self, ev: DomainEvent) -> None:
         """Record a fact of this transaction: published if, and only if, it commits."""
         self.events.append(ev)
 
 
+def outbox_rows(bus: EventBus | None, events: list[DomainEvent], now) -> list[dict]:
+    """The outbox rows of these events, in order: one per durable subscriber that wants each."""
+    if bus is None or not bus.durable:
+        return []
+    rows = []
+    for ev in events:
+        for name in bus.durable_names(ev):
+            rows.append(
+                {
+                    "subscriber": name,
+                    "event": ev.name,
+                    "organization_id": ev.organization_id,
+                    "conversation_id": ev.conversation_id,
+                    "payload": ev.to_dict(),
+                    "created_at": now,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+            )
+    return rows
+
+
 class Database:
     def __init__(self, engine: AsyncEngine, bus: EventBus | None = None) -> None:
         self.engine = engine
         self.bus = bus
+        # Called after a commit that wrote outbox rows: wakes this process's dispatcher.
+        self.on_outbox_commit: Callable[[], None] | None = None
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
-        """One transaction; its events are published after a successful commit."""
+        """One transaction; its durable events go to the outbox before the commit, and its
+        events are published after a successful commit."""
         async with self.engine.begin() as conn:
             uow = UnitOfWork(conn)
             yield uow
+            if uow.events and not uow.outbox_written:
+                rows = outbox_rows(self.bus, uow.events, utcnow())
+                if rows:
+                    await conn.execute(_INSERT_OUTBOX, rows)
+                    uow.outbox_rows = len(rows)
+        if uow.outbox_rows and self.on_outbox_commit is not None:
+            self.on_outbox_commit()
         if uow.events and self.bus is not None:
             await self.bus.publish(uow.events)
 

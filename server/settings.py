@@ -126,6 +126,18 @@ class Settings:
     visitor_uploads_per_address: int = 60
     visitor_uploads_per_visitor: int = 20
     visitor_uploads_window_seconds: float = 60.0
+    # Outbox (durable subscribers, server/outbox.py): how often each process looks for rows
+    # written by other processes or left by a crash (a commit in the process wakes it at
+    # once), rows claimed per subscriber at a time, how long a claim holds (a delivery is
+    # cancelled and retried after 90% of it), attempts before a row is dead, the retry
+    # backoff (exponential from base, capped, jittered), and how long delivered rows are kept.
+    outbox_poll_seconds: float = 1.0
+    outbox_batch_size: int = 100
+    outbox_lease_seconds: float = 30.0
+    outbox_max_attempts: int = 10
+    outbox_backoff_base_seconds: float = 1.0
+    outbox_backoff_cap_seconds: float = 300.0
+    outbox_retention_seconds: float = 86_400.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -192,5 +204,18 @@ class Settings:
             visitor_uploads_window_seconds=_float(
                 env, "CHATD_VISITOR_UPLOADS_WINDOW_SECONDS", 60.0, 1.0
             ),
+            # Outbox
+            outbox_poll_seconds=_float(env, "CHATD_OUTBOX_POLL_SECONDS", 1.0, 0.05),
+            outbox_batch_size=_int(env, "CHATD_OUTBOX_BATCH_SIZE", 100, 1),
+            outbox_lease_seconds=_float(env, "CHATD_OUTBOX_LEASE_SECONDS", 30.0, 1.0),
+            outbox_max_attempts=_int(env, "CHATD_OUTBOX_MAX_ATTEMPTS", 10, 1),
+            outbox_backoff_base_seconds=_float(env, "CHATD_OUTBOX_BACKOFF_BASE_SECONDS", 1.0, 0.01),
+            outbox_backoff_cap_seconds=_float(env, "CHATD_OUTBOX_BACKOFF_CAP_SECONDS", 300.0, 0.01),
+            outbox_retention_seconds=_float(env, "CHATD_OUTBOX_RETENTION_SECONDS", 86_400.0, 1.0),
         )
+        if settings.outbox_backoff_cap_seconds < settings.outbox_backoff_base_seconds:
+            raise SettingsError(
+                "CHATD_OUTBOX_BACKOFF_CAP_SECONDS must be at least "
+                "CHATD_OUTBOX_BACKOFF_BASE_SECONDS"
+            )
         return settings

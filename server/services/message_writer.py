@@ -8,6 +8,11 @@ and on a busy server they are most of a message's cost (docs/benchmarks.md).
 One writer task per process drains a queue; while it commits a batch the next one gathers,
 so the batch size follows the load: one message when idle, many under pressure.
 
+The outbox rows of the batch's durable events (MessageCreated, and ConversationAssigned when
+an agent's message opens a session) are written in the same transaction: on SQLite by the
+unit of work before its commit, on PostgreSQL inside the one write statement, so the batch
+still costs two round trips.
+
 One message's failure never fails another's: when a batch's transaction fails, for any
 reason but an unreachable database, its messages are written again one by one and only the
 failing one's sender gets the error.
@@ -31,7 +36,7 @@ from models import Conversation, ConversationSession, EndUser, Message
 from models.base import new_id, utcnow
 from server import serializers
 from server.actors import Actor
-from server.db import Database
+from server.db import Database, outbox_rows
 from server.domain_events import ConversationAssigned, MessageCreated
 from server.errors import Forbidden, NotFound, infrastructure_error
 
@@ -101,6 +106,18 @@ FROM unnest(%(ids)s::text[], %(convs)s::text[], %(sessions)s::text[], %(seqs)s::
     AS m(id, conversation_id, session_id, seq, sender_type, sender_id, client_message_id,
          content_type, content, rich_media)
 """
+# The same write, plus the batch's outbox rows in one more CTE (ids in event order).
+_PG_WRITE_OUTBOX = """
+WITH outboxed AS (
+    INSERT INTO outbox (subscriber, event, organization_id, conversation_id, payload,
+        created_at, status, attempts, next_attempt_at)
+    SELECT o.subscriber, o.event, o.organization_id, o.conversation_id, o.payload::jsonb,
+        %(now)s, 'pending', 0, %(now)s
+    FROM unnest(%(ob_subs)s::text[], %(ob_events)s::text[], %(ob_orgs)s::text[],
+        %(ob_convs)s::text[], %(ob_payloads)s::text[]) WITH ORDINALITY
+        AS o(subscriber, event, organization_id, conversation_id, payload, n)
+    ORDER BY o.n
+),""" + _PG_WRITE.replace("WITH bumped AS", "bumped AS", 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +197,9 @@ class MessageWriter:
                 await self._write(batch)
             except Exception as exc:  # the batch failed as a whole: tell every sender
                 if infrastructure_error(exc) is not None:
-                    log.warning("message batch of %d failed: database unavailable (%r)",
-                                len(batch), exc)
+                    log.warning(
+                        "message batch of %d failed: database unavailable (%r)", len(batch), exc
+                    )
                 else:
                     log.exception("message batch of %d failed", len(batch))
                 for item in batch:
@@ -218,7 +236,9 @@ class MessageWriter:
             # message's sender gets the error. Queue order, hence seq order, is kept.
             log.warning(
                 "message batch of %d failed (%s: %s); writing its messages one by one",
-                len(todo), type(exc).__name__, exc,
+                len(todo),
+                type(exc).__name__,
+                exc,
             )
             for item in todo:
                 item.error = None
@@ -310,8 +330,18 @@ class MessageWriter:
             plan = _plan(uow, items, convs, sessions, now)
             if plan.new_sessions:
                 await locked.executemany(_PG_NEW_SESSION, plan.new_sessions)
+            rows = outbox_rows(self.db.bus, uow.events, now)
             if plan.accepted:
-                await locked.execute(_PG_WRITE, _pg_write_params(now, plan.seqs, plan.accepted))
+                params = _pg_write_params(now, plan.seqs, plan.accepted)
+                if rows:
+                    params.update(_pg_outbox_params(rows))
+                    await locked.execute(_PG_WRITE_OUTBOX, params)
+                    uow.outbox_rows = len(rows)
+                else:
+                    await locked.execute(_PG_WRITE, params)
+            # Events come only with accepted messages: nothing is left for the unit of work
+            # to write (its connection's transaction ends here).
+            uow.outbox_written = True
             await pg.commit()
         return plan
 
@@ -419,6 +449,16 @@ def _pg_write_params(now, seqs: dict[str, int], accepted) -> dict[str, Any]:
             None if m["rich_media"] is None else orjson.dumps(m["rich_media"]).decode()
             for m in messages
         ],
+    }
+
+
+def _pg_outbox_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "ob_subs": [r["subscriber"] for r in rows],
+        "ob_events": [r["event"] for r in rows],
+        "ob_orgs": [r["organization_id"] for r in rows],
+        "ob_convs": [r["conversation_id"] for r in rows],
+        "ob_payloads": [orjson.dumps(r["payload"]).decode() for r in rows],
     }
 
 

@@ -32,7 +32,15 @@ TEST_LIMITS = {
 
 
 class ServerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path, inherit_env: bool = True) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        inherit_env: bool = True,
+        module: str = "chatd",
+    ) -> None:
+        """`module`: what `python -m` runs (another entry module that takes `serve --host
+        --port`, e.g. the outbox tests' app with a durable subscriber)."""
         env = {**TEST_LIMITS, **env}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -42,7 +50,7 @@ class ServerProcess:
             [
                 sys.executable,
                 "-m",
-                "chatd",
+                module,
                 "serve",
                 "--host",
                 "127.0.0.1",
