@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from server.app_services import Services
 from server.bus import EventBus
 from server.db import Database, create_engine
+from server.services.api_keys import ApiKeyService
 from server.services.auth import AuthService
 from server.services.conversations import ConversationService
 from server.services.orgs import OrgService
@@ -57,4 +58,5 @@ def build_services(settings: Settings) -> Services:
         uploads=UploadService(
             settings.uploads_path, settings.upload_max_bytes, widget, limits=limits
         ),
+        api_keys=ApiKeyService(db),
     )

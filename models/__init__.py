@@ -2,9 +2,10 @@
 
 from models.base import Base
 from models.conversations import Conversation, ConversationSession, EndUser, Message
-from models.orgs import AuthSession, Channel, EmbedToken, Organization, User
+from models.orgs import ApiKey, AuthSession, Channel, EmbedToken, Organization, User
 
 __all__ = [
+    "ApiKey",
     "AuthSession",
     "Base",
     "Channel",

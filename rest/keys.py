@@ -12,3 +12,5 @@ SIO = web.AppKey("sio", socketio.AsyncServer)
 
 AGENT = web.RequestKey("agent", object)
 SESSION_TOKEN = web.RequestKey("session_token", object)
+# The IntegrationActor of the API key a /api/v1/ request presented.
+INTEGRATION = web.RequestKey("integration", object)

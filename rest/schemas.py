@@ -8,8 +8,11 @@ remembering to be.
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from marshmallow import fields, validate
 
+from models.orgs import API_KEY_SCOPES
 from server.schemas import UUID_RE, Count, Strict, Uuid
 
 Tag = fields.String(validate=validate.Length(min=1, max=50))
@@ -103,3 +106,32 @@ class VisitorUploadSchema(Strict):
 
 class AgentUploadSchema(Strict):
     """POST /api/uploads carries only the field `file`."""
+
+
+# ---- the integration API (/api/v1/) -----------------------------------------------------------
+
+class CreateApiKeySchema(Strict):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    scopes = fields.List(
+        fields.String(validate=validate.OneOf(API_KEY_SCOPES)),
+        load_default=lambda: ["conversations:read", "conversations:write"],
+        validate=validate.Length(min=1, max=len(API_KEY_SCOPES)),
+    )
+
+
+class V1OpenConversationSchema(Strict):
+    channel_id = Uuid(required=True)
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    display_name = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=200)
+    )
+
+
+class V1MessagesQuerySchema(Strict):
+    after_seq = Count(load_default=0)
+    # The guide's times are UTC without an offset; one with an offset is converted.
+    since = fields.AwareDateTime(load_default=None, format="iso", default_timezone=UTC)
+    sender_type = fields.String(
+        load_default=None, validate=validate.OneOf(("end_user", "agent", "bot"))
+    )
+    limit = Count(1, 500, load_default=100)

@@ -9,15 +9,23 @@ commit, so a client never sees what was not stored, and an ack means the message
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from models import Conversation, ConversationSession, EmbedToken, EndUser, Message
+from models import Channel, Conversation, ConversationSession, EmbedToken, EndUser, Message
 from models.base import new_id, utcnow
 from server import serializers
-from server.actors import Actor, ActorKind, AgentActor, EndUserActor, StaffActor
+from server.actors import (
+    Actor,
+    ActorKind,
+    AgentActor,
+    EndUserActor,
+    IntegrationActor,
+    StaffActor,
+)
 from server.db import Database
 from server.domain_events import (
     ConversationAssigned,
@@ -41,6 +49,17 @@ _S = ConversationSession.__table__
 _E = EndUser.__table__
 _M = Message.__table__
 _T = EmbedToken.__table__
+_CH = Channel.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """Where a conversation is opened: an organization's channel, under an embed token (the
+    widget) or none (the integration API)."""
+
+    organization_id: str
+    channel_id: str
+    id: str | None  # the embed token's
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +240,11 @@ class ConversationService:
         token = await self.live_embed_token(embed_token, origin, own_origin)
         for attempt in range(3):
             try:
-                return await self._create_or_get(token, external_id, customer_name)
+                return await self._create_or_get(
+                    _Entry(token.organization_id, token.channel_id, token.id),
+                    external_id,
+                    customer_name,
+                )
             except IntegrityError:
                 # Two first requests of one visitor raced; the loser finds the winner's rows.
                 if attempt == 2:
@@ -245,7 +268,33 @@ class ConversationService:
             raise Forbidden(ORIGIN_REFUSED)
         return row
 
-    async def _create_or_get(self, token, external_id: str, customer_name: str | None):
+    async def open_for_integration(
+        self,
+        actor: IntegrationActor,
+        channel_id: str,
+        external_id: str,
+        display_name: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or get the conversation of `external_id` on a channel of the integration's
+        organization (a server opening a conversation for its user). Raises NotFound for a
+        channel of another organization. Returns (conversation, created)."""
+        stmt = select(_CH.c.id).where(
+            _CH.c.id == channel_id, _CH.c.organization_id == actor.organization_id
+        )
+        async with self.db.read() as conn:
+            if (await conn.execute(stmt)).first() is None:
+                raise NotFound("Channel not found.")
+        for attempt in range(3):
+            try:
+                return await self._create_or_get(
+                    _Entry(actor.organization_id, channel_id, None), external_id, display_name
+                )
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _create_or_get(self, token: _Entry, external_id: str, customer_name: str | None):
         created = False
         async with self.db.unit_of_work() as uow:
             s = uow.conn
@@ -282,7 +331,7 @@ class ConversationService:
                 )
             ).first()
             conv_id = conv.id if conv is not None else None
-            if conv is not None and conv.embed_token_id != token.id:
+            if conv is not None and token.id is not None and conv.embed_token_id != token.id:
                 # The visitor is now under the token that opened the conversation last.
                 await s.execute(
                     update(_C).where(_C.c.id == conv_id).values(embed_token_id=token.id)
@@ -356,6 +405,35 @@ class ConversationService:
                 stmt = stmt.order_by(_M.c.seq.desc()).limit(limit).offset(offset)
                 rows = list(reversed((await session.execute(stmt)).all()))
         return [serializers.message(r) for r in rows]
+
+    async def messages_page(
+        self,
+        actor: StaffActor,
+        conversation_id: str,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        sender_type: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """For the integration API: messages after `after_seq`, oldest first, optionally only
+        those created at or after `since` (UTC) and of one `sender_type`. Returns {"messages",
+        "next_after_seq"}: the seq to pass as after_seq for the next page, None when this page
+        is the last. Raises NotFound."""
+        async with self.db.read() as conn:
+            await self._load(conn, actor, conversation_id)
+            stmt = select(_M).where(_M.c.conversation_id == conversation_id, _M.c.seq > after_seq)
+            if since is not None:
+                stmt = stmt.where(_M.c.created_at >= since)
+            if sender_type is not None:
+                stmt = stmt.where(_M.c.sender_type == sender_type)
+            stmt = stmt.order_by(_M.c.seq.asc()).limit(limit + 1)
+            rows = (await conn.execute(stmt)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "messages": [serializers.message(r) for r in rows],
+            "next_after_seq": rows[-1].seq if more else None,
+        }
 
     async def widget_history(
         self,
