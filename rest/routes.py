@@ -60,7 +60,10 @@ def setup_routes(app: web.Application) -> None:
 
     # The integration API (API keys).
     r.add_post("/api/v1/conversations", v1.open_conversation)
+    r.add_get("/api/v1/conversations", v1.list_conversations)
     r.add_get(V1_CONV, v1.get_conversation)
+    r.add_patch(V1_CONV, v1.update_conversation)
+    r.add_post(V1_CONV + "/assign", v1.assign)
     r.add_get(V1_CONV + "/messages", v1.list_messages)
     r.add_post(V1_CONV + "/messages", v1.send_message)
     r.add_post(V1_CONV + "/resolve", v1.resolve)

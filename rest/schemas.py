@@ -9,8 +9,10 @@ remembering to be.
 from __future__ import annotations
 
 from datetime import UTC
+from functools import partial
 
-from marshmallow import fields, validate
+import orjson
+from marshmallow import ValidationError, fields, validate
 
 from models.orgs import API_KEY_SCOPES
 from server.schemas import UUID_RE, Count, Strict, Uuid
@@ -119,12 +121,45 @@ class CreateApiKeySchema(Strict):
     )
 
 
+def _small_object(value: dict) -> None:
+    if len(orjson.dumps(value)) > METADATA_MAX_BYTES:
+        raise ValidationError(f"Larger than {METADATA_MAX_BYTES} bytes.")
+
+
+METADATA_MAX_BYTES = 16_384
+Metadata = partial(fields.Dict, keys=fields.String(validate=validate.Length(min=1, max=100)),
+                   validate=_small_object)
+
+
 class V1OpenConversationSchema(Strict):
     channel_id = Uuid(required=True)
     external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
     display_name = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=200)
     )
+    metadata = Metadata(load_default=None, allow_none=True)
+
+
+class V1UpdateConversationSchema(Strict):
+    display_name = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    metadata = Metadata(load_default=None)
+    tags = fields.List(Tag, load_default=None, validate=validate.Length(max=50))
+
+
+class V1AssignSchema(Strict):
+    agent_id = Uuid(required=True)
+
+
+class V1ConversationListQuerySchema(Strict):
+    status = fields.String(load_default=None, validate=validate.OneOf(("open", "resolved")))
+    # An agent's id, or "none": open and unassigned.
+    assignee = fields.String(
+        load_default=None, validate=validate.Regexp(rf"(?:none|{UUID_RE.pattern[1:-2]})\Z")
+    )
+    channel_id = Uuid(load_default=None)
+    updated_since = fields.AwareDateTime(load_default=None, format="iso", default_timezone=UTC)
+    limit = Count(1, 500, load_default=100)
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
 
 
 class V1MessagesQuerySchema(Strict):

@@ -7,7 +7,8 @@ here gets its seq, its idempotency and its live fan-out exactly as a socket's do
 
 from __future__ import annotations
 
-from datetime import UTC
+import base64
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -15,16 +16,23 @@ from rest.keys import SERVICES
 from rest.middlewares import integration_of, load_json, load_query, path_id
 from rest.schemas import (
     ResolveSchema,
+    V1AssignSchema,
+    V1ConversationListQuerySchema,
     V1MessagesQuerySchema,
     V1OpenConversationSchema,
+    V1UpdateConversationSchema,
 )
-from server.schemas import MessageBodySchema
+from server.errors import InvalidInput
+from server.schemas import UUID_RE, MessageBodySchema
 from server.services.conversations import NewMessage
 
 READ = "conversations:read"
 WRITE = "conversations:write"
 
 _open = V1OpenConversationSchema()
+_update = V1UpdateConversationSchema()
+_assign = V1AssignSchema()
+_list_query = V1ConversationListQuerySchema()
 _messages_query = V1MessagesQuerySchema()
 _resolve = ResolveSchema()
 
@@ -42,15 +50,87 @@ async def open_conversation(request: web.Request) -> web.Response:
     (201 when created, 200 when it existed)."""
     actor = integration_of(request, WRITE)
     body = await load_json(request, _open)
-    conversation, created = await request.app[SERVICES].conversations.open_for_integration(
+    conversations = request.app[SERVICES].conversations
+    opened, created = await conversations.open_for_integration(
         actor, body["channel_id"], body["external_id"], body["display_name"]
     )
-    return web.json_response(conversation, status=201 if created else 200)
+    if body["metadata"] is not None:
+        result = await conversations.update_for_integration(
+            actor, opened["id"], metadata=body["metadata"]
+        )
+    else:
+        result = await conversations.get_for_integration(actor, opened["id"])
+    return web.json_response(result, status=201 if created else 200)
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    """GET /api/v1/conversations?status=&assignee=&channel_id=&updated_since=&limit=&cursor=
+    Least recently updated first; `next_cursor` continues (None on the last page)."""
+    actor = integration_of(request, READ)
+    q = load_query(request, _list_query)
+    since = q["updated_since"]
+    rows, nxt = await request.app[SERVICES].conversations.list_for_integration(
+        actor,
+        status=q["status"],
+        assignee=q["assignee"].lower() if q["assignee"] else None,
+        channel_id=q["channel_id"],
+        updated_since=since.astimezone(UTC).replace(tzinfo=None) if since else None,
+        limit=q["limit"],
+        cursor=_decode_cursor(q["cursor"]) if q["cursor"] else None,
+    )
+    return web.json_response(
+        {"conversations": rows, "next_cursor": _encode_cursor(nxt) if nxt else None}
+    )
+
+
+def _encode_cursor(cursor: tuple[datetime, str]) -> str:
+    raw = f"{cursor[0].isoformat()}|{cursor[1]}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _bad_cursor() -> InvalidInput:
+    return InvalidInput("cursor: not a cursor this API gave.", fields={"cursor": ["Unknown."]})
+
+
+def _decode_cursor(value: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        when, conversation_id = raw.split("|", 1)
+        parsed = datetime.fromisoformat(when)
+    except (ValueError, UnicodeDecodeError):
+        raise _bad_cursor() from None
+    if parsed.tzinfo is not None or not UUID_RE.match(conversation_id):
+        raise _bad_cursor()
+    return parsed, conversation_id
 
 
 async def get_conversation(request: web.Request) -> web.Response:
     actor = integration_of(request, READ)
-    result = await request.app[SERVICES].conversations.get_conversation(actor, path_id(request))
+    result = await request.app[SERVICES].conversations.get_for_integration(
+        actor, path_id(request)
+    )
+    return web.json_response(result)
+
+
+async def update_conversation(request: web.Request) -> web.Response:
+    """PATCH /api/v1/conversations/{id}: display_name, metadata (replaced), tags (replaced)."""
+    actor = integration_of(request, WRITE)
+    conversation_id = path_id(request)
+    body = await load_json(request, _update)
+    result = await request.app[SERVICES].conversations.update_for_integration(
+        actor, conversation_id, body["display_name"], body["metadata"], body["tags"]
+    )
+    return web.json_response(result)
+
+
+async def assign(request: web.Request) -> web.Response:
+    """POST /api/v1/conversations/{id}/assign {agent_id}: hand the open session to an agent."""
+    actor = integration_of(request, WRITE)
+    conversation_id = path_id(request)
+    body = await load_json(request, _assign)
+    result = await request.app[SERVICES].conversations.assign_to_agent(
+        actor, conversation_id, body["agent_id"]
+    )
     return web.json_response(result)
 
 

@@ -1,4 +1,4 @@
-"""api_keys: credentials of the integration API (/api/v1/)
+"""api_keys: credentials of the integration API (/api/v1/); conversations.metadata
 
 Revision ID: 0004
 Revises: 0002
@@ -52,8 +52,18 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_api_keys_organization_id"), "api_keys", ["organization_id"], unique=False
     )
+    with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column(
+                "metadata",
+                sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+                nullable=True,
+            )
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.drop_column("metadata")
     op.drop_index(op.f("ix_api_keys_organization_id"), table_name="api_keys")
     op.drop_table("api_keys")
