@@ -31,6 +31,8 @@ _FRAME_ANCESTORS = re.compile(r"(?:^|;)\s*frame-ancestors([^;]*)", re.IGNORECASE
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The integration API: API keys (Authorization: Bearer), never the session cookie.
 API_V1_PREFIX = "/api/v1/"
+# Under /api/ but public: the API's own description.
+PUBLIC_API_PATHS = frozenset({"/api/openapi.json"})
 PUBLIC_API_PREFIXES = (
     "/chat-widget/conversations",
     "/chat-widget/history/",
@@ -117,7 +119,7 @@ async def api_key_middleware(request: web.Request, handler):
 async def session_middleware(request: web.Request, handler):
     """Loads the agent from the session cookie; guards /api/* (401 JSON, CSRF on unsafe).
     /api/v1/ is the integration API's: API keys only (api_key_middleware)."""
-    if request.path.startswith(API_V1_PREFIX):
+    if request.path.startswith(API_V1_PREFIX) or request.path in PUBLIC_API_PATHS:
         request[AGENT] = request[SESSION_TOKEN] = None
         return await handler(request)
     token = credential(request.cookies.get("session"))

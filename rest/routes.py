@@ -9,6 +9,7 @@ from rest.handlers import (
     api_keys,
     auth,
     conversations,
+    docs,
     health,
     uploads,
     v1,
@@ -16,6 +17,8 @@ from rest.handlers import (
     widget_page,
 )
 from rest.handlers import inbox as inbox_app
+from rest.keys import OPENAPI
+from rest.openapi import build_spec
 from rest.widget_assets import WIDGET_ASSETS, WidgetAssets
 
 CONV = "/api/conversations/{conversation_id}"
@@ -30,6 +33,8 @@ def setup_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/", _root)
     r.add_get("/healthz", health.healthz)
+    app[OPENAPI] = build_spec()
+    r.add_get("/api/openapi.json", docs.openapi_json)
     r.add_get("/auth/login", auth.login_form)
     r.add_post("/auth/login", auth.login)
     r.add_post("/auth/logout", auth.logout)
