@@ -19,6 +19,7 @@ from rest.handlers import (
 from rest.handlers import inbox as inbox_app
 from rest.keys import OPENAPI
 from rest.openapi import build_spec
+from rest.pages import setup_templates
 from rest.widget_assets import WIDGET_ASSETS, WidgetAssets
 
 CONV = "/api/conversations/{conversation_id}"
@@ -30,6 +31,7 @@ async def _root(request: web.Request) -> web.StreamResponse:
 
 
 def setup_routes(app: web.Application) -> None:
+    setup_templates(app)
     r = app.router
     r.add_get("/", _root)
     r.add_get("/healthz", health.healthz)
@@ -41,7 +43,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/inbox", auth.inbox)
     r.add_get("/api/me", auth.me)
     r.add_get("/api/team", inbox_app.team)
-    r.add_static("/inbox/static/", inbox_app.INBOX_DIR, name=inbox_app.STATIC_ROUTE)
+    r.add_get("/inbox/static/{path:.+}", inbox_app.static)
     r.add_get("/inbox/vendor/{name}", inbox_app.vendor)
 
     r.add_get("/api/conversations/", conversations.list_conversations)
@@ -79,7 +81,7 @@ def setup_routes(app: web.Application) -> None:
     app[WIDGET_ASSETS] = WidgetAssets.load()
     r.add_get("/chat-widget", widget_page.page)
     r.add_get("/chat-widget/embed.js", widget_page.loader)
-    r.add_get("/chat-widget/assets/{name}", widget_page.asset)
+    r.add_get("/chat-widget/assets/{name:.+}", widget_page.asset)
     r.add_post("/chat-widget/uploads", uploads.visitor_upload)
     r.add_post("/api/uploads", uploads.agent_upload)
     r.add_get("/uploads/{upload_id}/{filename}", uploads.serve_upload)

@@ -198,3 +198,27 @@ async def _settle(done, timeout: float = 5.0) -> None:
     while not done():
         assert asyncio.get_running_loop().time() < deadline, "the subscriber heard nothing"
         await asyncio.sleep(0.02)
+
+
+async def test_a_rolled_back_unit_of_work_publishes_nothing(factory):
+    heard: list[DomainEvent] = []
+
+    async def subscriber(ev: DomainEvent) -> None:
+        heard.append(ev)
+
+    factory.services.bus.subscribe(subscriber)
+    db = factory.services.db
+    lost = MessagesRead("org-1", "conv-lost", ["m-1"], "agent", "a-1", "2026-01-01T00:00:00.000000")
+    kept = MessagesRead("org-1", "conv-kept", ["m-2"], "agent", "a-1", "2026-01-01T00:00:00.000000")
+
+    try:
+        async with db.unit_of_work() as uow:
+            uow.raise_event(lost)
+            raise RuntimeError("the use case failed after raising its event")
+    except RuntimeError:
+        pass
+    async with db.unit_of_work() as uow:
+        uow.raise_event(kept)
+
+    await _settle(lambda: kept in heard)
+    assert heard == [kept]

@@ -60,7 +60,7 @@ def _login_csrf(request: web.Request) -> tuple[str, str]:
 
 async def login_form(request: web.Request) -> web.Response:
     seed, token = _login_csrf(request)
-    html = pages.login_page(token, next_url=request.query.get("next", ""))
+    html = pages.login_page(request, token, next_url=request.query.get("next", ""))
     response = web.Response(text=html, content_type="text/html")
     response.set_cookie(LOGIN_CSRF_COOKIE, seed, httponly=True, samesite="Strict", path="/auth")
     return response
@@ -94,6 +94,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     except (NotAuthenticated, RateLimited, Forbidden, InvalidInput) as err:
         status = err.status
         html = pages.login_page(
+            request,
             page_token,
             err.message,
             str(form.get("email", "")),
@@ -103,7 +104,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         response.set_cookie(LOGIN_CSRF_COOKIE, seed, httponly=True, samesite="Strict", path="/auth")
         return response
     except ValidationError:
-        html = pages.login_page(page_token, "Enter your email and password.")
+        html = pages.login_page(request, page_token, "Enter your email and password.")
         return web.Response(text=html, content_type="text/html", status=400)
     response = _redirect(_safe_next(data.get("next")))
     _set_session_cookie(request, response, token)

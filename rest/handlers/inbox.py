@@ -1,26 +1,25 @@
-"""The agent inbox: its page, its static files, the vendored Socket.IO client, and the team
-listing the inbox shows next to presence.
+"""The agent app (inbox and console): its page, its static files, the vendored Socket.IO
+client, and the team listing the app shows next to presence.
 
-The page is a server-rendered shell (widget_static/inbox/index.html) around inbox.js; every
-value put into it is HTML-escaped. The Socket.IO client is the official browser build from
-npm (node_modules, installed by `npm ci`), served as is.
+The page is a server-rendered template (rest/templates/inbox.html, autoescaped) around the
+app's ES modules (widget_static/inbox/, served from memory with versioned imports by
+rest.widget_assets). The Socket.IO client is the official browser build from npm
+(node_modules, installed by `npm ci`), served as is.
 """
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 
 from aiohttp import web
 
 from rest.keys import AGENT, SERVICES, SESSION_TOKEN
 from rest.middlewares import agent_of
-from rest.widget_assets import WIDGET_ASSETS
+from rest.pages import render
+from rest.widget_assets import WIDGET_ASSETS, versioned_response
 from server.errors import NotFound
 
 ROOT = Path(__file__).resolve().parents[2]
-INBOX_DIR = ROOT / "widget_static" / "inbox"
-STATIC_ROUTE = "inbox_static"
 SOCKET_IO_DIST = ROOT / "node_modules" / "socket.io-client" / "dist"
 VENDOR_FILES = frozenset({"socket.io.min.js", "socket.io.min.js.map"})
 
@@ -42,12 +41,11 @@ PAGE_CSP = "; ".join(
 )
 
 
-def _asset_url(request: web.Request, filename: str) -> str:
-    resource = request.app.router[STATIC_ROUTE]
-    return str(resource.url_for(filename=filename, append_version=True))
+ENTRY = "inbox/main.js"
 
 
 def render_page(request: web.Request, csrf: str, user: dict) -> str:
+    files = request.app[WIDGET_ASSETS].inbox
     values = {
         "csrf": csrf,
         "user_id": user["id"],
@@ -55,15 +53,14 @@ def render_page(request: web.Request, csrf: str, user: dict) -> str:
         "user_email": user["email"],
         "user_role": user["role"],
         "org_id": user["organization_id"],
-        "inbox_css": _asset_url(request, "inbox.css"),
-        "inbox_js": _asset_url(request, "inbox.js"),
+        "render_css": files.url("shared/render.css"),
+        "inbox_css": files.url("inbox/inbox.css"),
+        "inbox_js": files.url(ENTRY),
+        # The modules main.js imports, fetched in parallel with it.
+        "modules": [files.url(name) for name in files.module_graph(ENTRY)[1:]],
         "socket_io_js": "/inbox/vendor/socket.io.min.js",
-        "seqgap_js": request.app[WIDGET_ASSETS].url("seqgap.js"),
     }
-    html = (INBOX_DIR / "index.html").read_text(encoding="utf-8")
-    for key, value in values.items():
-        html = html.replace("{{" + key + "}}", escape(value, quote=True))
-    return html
+    return render(request, "inbox.html", values)
 
 
 async def page(request: web.Request) -> web.StreamResponse:
@@ -79,6 +76,12 @@ async def page(request: web.Request) -> web.StreamResponse:
         content_type="text/html",
         headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-store"},
     )
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    """GET /inbox/static/{path}: a module or stylesheet of the agent app."""
+    files = request.app[WIDGET_ASSETS].inbox
+    return versioned_response(request, files, request.match_info["path"], cross_origin=False)
 
 
 async def vendor(request: web.Request) -> web.StreamResponse:

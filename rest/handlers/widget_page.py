@@ -1,29 +1,28 @@
 """The web embed: the loader (GET /chat-widget/embed.js), the widget page inside the iframe
 (GET /chat-widget) and the page's assets.
 
-The page is a server-rendered shell (widget_static/widget/index.html) around widget.js;
-every value put into it is HTML-escaped. Its errors are HTML pages too: it lives in an iframe,
+The page is a server-rendered template (rest/templates/widget.html, autoescaped) around the
+widget's ES modules. Its errors are HTML pages too: it lives in an iframe,
 where a JSON error would be a blank box.
 """
 
 from __future__ import annotations
 
-from html import escape
-
 from aiohttp import web
 
 from rest.keys import SERVICES
 from rest.middlewares import load_query
+from rest.pages import render
 from rest.schemas import WidgetPageQuerySchema
-from rest.widget_assets import WIDGET_ASSETS, asset_response
-from server.errors import DomainError, NotFound, infrastructure_error
+from rest.widget_assets import WIDGET_ASSETS, asset_response, versioned_response
+from server.errors import DomainError, infrastructure_error
 
 _page_query = WidgetPageQuerySchema()
 
 # The loader's URL is in every customer's pages and cannot carry a version: short freshness,
 # then a cheap revalidation (ETag).
 LOADER_CACHE = "public, max-age=300, stale-while-revalidate=86400"
-VERSIONED_CACHE = "public, max-age=31536000, immutable"
+ENTRY = "widget/widget.js"
 
 
 def page_csp(frame_ancestors: tuple[str, ...]) -> str:
@@ -48,17 +47,15 @@ async def loader(request: web.Request) -> web.Response:
 
 
 async def asset(request: web.Request) -> web.Response:
-    found = request.app[WIDGET_ASSETS].files.get(request.match_info["name"])
-    if found is None:
-        raise NotFound("Not found.")
-    versioned = request.query.get("v") == found.version
-    return asset_response(request, found, VERSIONED_CACHE if versioned else "no-cache")
+    return versioned_response(
+        request, request.app[WIDGET_ASSETS].widget, request.match_info["name"]
+    )
 
 
 async def page(request: web.Request) -> web.Response:
     assets = request.app[WIDGET_ASSETS]
     if assets.missing:
-        return _error_page(503, "The chat is not installed completely (run `npm ci`).")
+        return _error_page(request, 503, "The chat is not installed completely (run `npm ci`).")
     try:
         q = load_query(request, _page_query)
         opened = await request.app[SERVICES].widget.open_page(
@@ -69,14 +66,15 @@ async def page(request: web.Request) -> web.Response:
         )
     except DomainError as err:
         message = "This chat is not available." if err.status == 403 else err.message
-        return _error_page(err.status, message, err.extra.get("retry_after_ms"))
+        return _error_page(request, err.status, message, err.extra.get("retry_after_ms"))
     except Exception as exc:
         # The database or Redis is down: the iframe says so instead of showing JSON.
         unavailable = infrastructure_error(exc)
         if unavailable is None:
             raise
-        return _error_page(503, unavailable.message, unavailable.retry_after_ms)
+        return _error_page(request, 503, unavailable.message, unavailable.retry_after_ms)
     conversation = opened.conversation
+    files = assets.widget
     values = {
         "title": q["title"],
         "conversation_id": conversation["id"],
@@ -84,14 +82,14 @@ async def page(request: web.Request) -> web.Response:
         "customer_name": conversation["end_user"]["display_name"] or "",
         "embed_token": q["embed_token"],
         "upload_max_bytes": str(request.app[SERVICES].settings.upload_max_bytes),
-        "widget_css": assets.url("widget.css"),
-        "widget_js": assets.url("widget.js"),
-        "seqgap_js": assets.url("seqgap.js"),
-        "socket_io_js": assets.url("socket.io.min.js"),
+        "render_css": files.url("shared/render.css"),
+        "widget_css": files.url("widget/widget.css"),
+        "widget_js": files.url(ENTRY),
+        # The modules widget.js imports, fetched in parallel with it.
+        "modules": [files.url(name) for name in files.module_graph(ENTRY)[1:]],
+        "socket_io_js": files.url("socket.io.min.js"),
     }
-    html = assets.template
-    for key, value in values.items():
-        html = html.replace("{{" + key + "}}", escape(value, quote=True))
+    html = render(request, "widget.html", values)
     return web.Response(
         text=html,
         content_type="text/html",
@@ -102,14 +100,10 @@ async def page(request: web.Request) -> web.Response:
     )
 
 
-def _error_page(status: int, message: str, retry_after_ms: int | None = None) -> web.Response:
-    html = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Chat</title>'
-        "<style>body{font:15px/1.5 system-ui,sans-serif;color:#344054;margin:0;display:flex;"
-        "align-items:center;justify-content:center;height:100vh;text-align:center;padding:24px;"
-        'box-sizing:border-box}</style></head><body><p role="alert">'
-        f"{escape(message)}</p></body></html>"
-    )
+def _error_page(
+    request: web.Request, status: int, message: str, retry_after_ms: int | None = None
+) -> web.Response:
+    html = render(request, "widget_error.html", {"message": message})
     # Framable anywhere: the site owner sees the reason in the widget's box instead of a
     # browser error; the page holds nothing and does nothing.
     csp = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors *"

@@ -76,25 +76,32 @@ async def test_inbox_page_loads_its_own_assets_and_the_official_socket_io_client
     agent = await factory.agent(org)
     page = await inbox_page(factory, agent)
 
-    scripts = re.findall(r'<script src="([^"]+)"', page.body)
+    scripts = re.findall(r'<script (?:type="module" )?src="([^"]+)"', page.body)
     styles = re.findall(r'<link rel="stylesheet" href="([^"]+)"', page.body)
-    assert len(scripts) == 3 and scripts == [
-        "/inbox/vendor/socket.io.min.js",
-        # The seq-gap detector the widget page loads too.
-        *[s for s in scripts if s.startswith("/chat-widget/assets/seqgap.js?v=")],
-        *[s for s in scripts if s.startswith("/inbox/static/inbox.js?v=")],
-    ], scripts
-    assert len(styles) == 1 and styles[0].startswith("/inbox/static/inbox.css?v=")
+    preloads = re.findall(r'<link rel="modulepreload" href="([^"]+)"', page.body)
+    assert scripts[0] == "/inbox/vendor/socket.io.min.js"
+    assert len(scripts) == 2 and scripts[1].startswith("/inbox/static/inbox/main.js?v="), scripts
+    assert [s.split("?")[0] for s in styles] == [
+        "/inbox/static/shared/render.css",
+        "/inbox/static/inbox/inbox.css",
+    ]
+    # Every module main.js imports, directly or not, is preloaded: the seq-gap detector and
+    # the rich-message renderer the widget uses too, among them.
+    names = {p.split("?")[0].removeprefix("/inbox/static/") for p in preloads}
+    assert {"seqgap.js", "shared/render.js", "inbox/socket.js", "inbox/console.js"} <= names
 
     vendor = await fetch(factory, "GET", scripts[0])
     assert vendor.status == 200
     assert vendor.headers["Content-Type"].split(";")[0] in JAVASCRIPT
     assert vendor.body == SOCKET_IO_BUILD.read_text()  # served as npm installed it
-    gaps = await fetch(factory, "GET", scripts[1])
-    assert gaps.status == 200 and "ChatSeqGaps" in gaps.body
-    app = await fetch(factory, "GET", scripts[2])
+    (gaps_url,) = [p for p in preloads if p.startswith("/inbox/static/seqgap.js?v=")]
+    gaps = await fetch(factory, "GET", gaps_url)
+    assert gaps.status == 200 and "export function ChatSeqGaps" in gaps.body
+    assert "immutable" in gaps.headers["Cache-Control"]
+    (socket_url,) = [p for p in preloads if p.startswith("/inbox/static/inbox/socket.js?v=")]
+    app = await fetch(factory, "GET", socket_url)
     assert app.status == 200 and "emitWithAck" in app.body
-    css = await fetch(factory, "GET", styles[0])
+    css = await fetch(factory, "GET", styles[1])
     assert css.status == 200 and css.headers["Content-Type"].startswith("text/css")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import re
-from html import escape
+from html import unescape
 from urllib.parse import urlencode
 
 import pytest
@@ -148,8 +148,10 @@ async def test_widget_page_escapes_every_value_it_renders(factory):
 
     assert reply.status == 200
     assert "<script>alert(1)" not in reply.body
-    assert escape(hostile, quote=True) in reply.body
-    assert body_attr(reply.body, "data-external-id") == escape(hostile, quote=True)
+    # Escaped (quotes and brackets as entities), so it reads back as the very value.
+    assert unescape(body_attr(reply.body, "data-external-id")) == hostile
+    title = re.search(r"<title>([^<]*)</title>", reply.body)
+    assert title and unescape(title.group(1)) == hostile
 
 
 async def test_widget_page_may_be_framed_by_the_tokens_allowed_origins_only(factory):
@@ -240,9 +242,13 @@ async def test_widget_page_links_versioned_assets_cached_for_a_year(factory):
     page = await fetch(factory, "GET", page_path(embed_token=org.embed_token, session_id=uid()))
     urls = asset_urls(page.body)
 
-    assert {u.split("?")[0].rsplit("/", 1)[1] for u in urls} == {
-        "widget.css",
-        "widget.js",
+    assert {u.split("?")[0].removeprefix("/chat-widget/assets/") for u in urls} == {
+        "shared/render.css",
+        "widget/widget.css",
+        "widget/widget.js",
+        # The modules widget.js imports, preloaded.
+        "shared/render.js",
+        "shared/format.js",
         "seqgap.js",
         "socket.io.min.js",
     }
@@ -267,7 +273,8 @@ async def test_socket_io_client_is_the_npm_build_served_as_is(factory):
 async def test_unknown_asset_is_not_found(factory):
     reply = await fetch(factory, "GET", "/chat-widget/assets/..%2Fembed.js")
     assert reply.status == 404
-    reply = await fetch(factory, "GET", "/chat-widget/assets/inbox.js")
+    # The agent app's code is not the widget's.
+    reply = await fetch(factory, "GET", "/chat-widget/assets/inbox/main.js")
     assert reply.status == 404
 
 
@@ -277,10 +284,24 @@ async def test_widget_page_with_all_its_scripts_stays_under_sixty_kib_gzipped(fa
     sizes = {"page": gz(page.body)}
     for url in asset_urls(page.body):
         async with factory.http.get(factory.url + url) as resp:
-            sizes[url.split("?")[0].rsplit("/", 1)[1]] = gz(await resp.read())
+            sizes[url.split("?")[0].removeprefix("/chat-widget/assets/")] = gz(await resp.read())
 
     total = sum(sizes.values())
     with capsys.disabled():
         print(f"\n[size] widget page gzipped: {sizes}, total {total} bytes")
-    assert len(sizes) == 5  # the page, widget.js, seqgap.js, widget.css, socket.io
+    # The page, two stylesheets, socket.io and widget.js with every module it imports.
+    assert len(sizes) == 8, sizes
     assert total < PAGE_MAX_GZIP, sizes
+
+
+async def test_a_module_imports_its_dependencies_by_their_current_versions(factory):
+    # A module cached for a year must import the version of its dependency it was built with.
+    org = await factory.org()
+    page = await fetch(factory, "GET", page_path(embed_token=org.embed_token, session_id=uid()))
+    urls = {u.split("?")[0].removeprefix("/chat-widget/assets/"): u for u in asset_urls(page.body)}
+
+    widget = await fetch(factory, "GET", urls["widget/widget.js"])
+
+    for dep in ("seqgap.js", "shared/render.js", "shared/format.js"):
+        version = urls[dep].split("?v=")[1]
+        assert f'from "../{dep}?v={version}"' in widget.body, dep

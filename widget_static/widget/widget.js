@@ -7,469 +7,415 @@
  * seqgap.js), and rejoins start from that seq. Every text a message carries is put in the page
  * with textContent, never as HTML. Sends carry a client_message_id, so the client's retries
  * (socket.io-client `retries`) store a message once. The host page talks to the widget through
- * the loader with postMessage (docs/widget.md).
+ * the loader with postMessage (docs/widget.md). Rich messages are drawn by the renderer the
+ * agent app uses too (shared/render.js); a choice the visitor picks is sent as its value and
+ * shown as its label.
  */
-(function () {
-  "use strict";
+import { ChatSeqGaps } from "../seqgap.js";
+import { formatSize, formatTime, randomId } from "../shared/format.js";
+import { Choices, renderContent } from "../shared/render.js";
 
-  var cfg = document.body.dataset;
-  var CID = cfg.conversationId, EXT = cfg.externalId, TOKEN = cfg.embedToken;
-  var UPLOAD_MAX = Number(cfg.uploadMaxBytes) || 0;
-  var TYPING_EVERY_MS = 2000;
-  var FILE_ICON = '<svg width="22" height="22" viewBox="0 0 24 24" fill="none" stroke="currentColor" ' +
-    'stroke-width="1.8" stroke-linejoin="round" aria-hidden="true"><path d="M6 2h8l5 5v15H6z"/>' +
-    '<path d="M14 2v5h5M9 13h7M9 17h7"/></svg>';
-  var framed = window.parent !== window;
+// io: the socket.io-client browser build, a classic script the page loads before this one.
 
-  function $(sel) { return document.querySelector(sel); }
-  var log = $(".cw-log"), form = $(".cw-compose"), input = $(".cw-input");
-  var typingEl = $(".cw-typing"), noticeEl = $(".cw-notice"), fileInput = $(".cw-file");
-  var connEl = $(".cw-conn"), closeBtn = $(".cw-close");
+var cfg = document.body.dataset;
+var CID = cfg.conversationId,
+  EXT = cfg.externalId,
+  TOKEN = cfg.embedToken;
+var UPLOAD_MAX = Number(cfg.uploadMaxBytes) || 0;
+var TYPING_EVERY_MS = 2000;
+var framed = window.parent !== window;
 
-  var lastSeq = 0;         // the highest seq shown (gaps.gapFree() is the highest without a hole)
-  var bySeq = {};          // seq -> <li>, to drop copies (history, replay, ack, broadcast)
-  var pending = [];        // own messages sent and not yet stored: {cmid, li, payload}
-  var isOpen = !framed, unread = 0, toMark = [];
-  var hostOrigin = null, lastTypingSent = 0, joined = false;
-  var gaps = new window.ChatSeqGaps({
-    fetchAfter: function (seq) { return fetchHistory(seq); },
-    deliver: function (m) { receive(m, true); }
+function $(sel) {
+  return document.querySelector(sel);
+}
+var log = $(".cw-log"),
+  form = $(".cw-compose"),
+  input = $(".cw-input");
+var typingEl = $(".cw-typing"),
+  noticeEl = $(".cw-notice"),
+  fileInput = $(".cw-file");
+var connEl = $(".cw-conn"),
+  closeBtn = $(".cw-close");
+
+var lastSeq = 0; // the highest seq shown (gaps.gapFree() is the highest without a hole)
+var bySeq = {}; // seq -> <li>, to drop copies (history, replay, ack, broadcast)
+var pending = []; // own messages sent and not yet stored: {cmid, li, payload}
+var isOpen = !framed,
+  unread = 0,
+  toMark = [];
+var hostOrigin = null,
+  lastTypingSent = 0,
+  joined = false;
+var choices = new Choices();
+var gaps = new ChatSeqGaps({
+  fetchAfter: function (seq) {
+    return fetchHistory(seq);
+  },
+  deliver: function (m) {
+    receive(m, true);
+  },
+});
+
+// ---- small helpers --------------------------------------------------------------------
+
+function el(tag, cls, text) {
+  var e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text != null && text !== "") e.textContent = String(text);
+  return e;
+}
+
+function notice(text) {
+  noticeEl.textContent = text || "";
+  noticeEl.hidden = !text;
+}
+
+function atBottom() {
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+}
+// The whole last message, its time line included, above the composer.
+function scrollDown() {
+  log.scrollTop = log.scrollHeight;
+}
+
+// ---- host page (through the loader) ---------------------------------------------------
+
+function toHost(type, extra) {
+  if (!framed || !hostOrigin) return;
+  var m = { source: "chat-widget", type: type };
+  for (var k in extra || {}) m[k] = extra[k];
+  window.parent.postMessage(m, hostOrigin);
+}
+
+function setUnread(n) {
+  unread = n;
+  toHost("unread", { count: n });
+}
+
+function setOpen(v) {
+  if (v === isOpen) return;
+  isOpen = v;
+  if (v) {
+    setUnread(0);
+    markRead();
+    input.focus();
+  }
+  toHost(v ? "opened" : "closed");
+}
+
+function setCustomerName(name) {
+  name = String(name || "")
+    .trim()
+    .slice(0, 200);
+  if (!name) return;
+  fetch("/chat-widget/conversations", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ embed_token: TOKEN, external_id: EXT, customer_name: name }),
+  }).catch(function () {});
+}
+
+window.addEventListener("message", function (e) {
+  // Only the page that frames us (frame-ancestors limits which sites that can be).
+  if (!framed || e.source !== window.parent) return;
+  if (hostOrigin && e.origin !== hostOrigin) return;
+  var m = e.data;
+  if (!m || typeof m !== "object" || m.target !== "chat-widget") return;
+  if (m.type === "hello") {
+    if (hostOrigin) return;
+    hostOrigin = e.origin;
+    toHost("ready", { conversation_id: CID });
+    if (unread) toHost("unread", { count: unread });
+  } else if (m.type === "open") {
+    setOpen(true);
+  } else if (m.type === "close") {
+    setOpen(false);
+  } else if (m.type === "set_customer_name") {
+    setCustomerName(m.name);
+  }
+});
+
+if (framed) {
+  closeBtn.hidden = false;
+  closeBtn.addEventListener("click", function () {
+    setOpen(false);
   });
+}
 
-  // ---- small helpers --------------------------------------------------------------------
+// ---- rendering ------------------------------------------------------------------------
 
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text != null && text !== "") e.textContent = String(text);
-    return e;
-  }
+function render(m, label) {
+  var mine = m.sender_type === "end_user";
+  var li = el("li", "cw-msg " + (mine ? "cw-mine" : "cw-theirs"));
+  li.setAttribute("data-type", m.content_type || "text");
+  li.setAttribute("data-sender", m.sender_type || "");
+  var bubble = el("div", "cw-bubble");
+  choices.remember(m);
+  bubble.append(
+    ...renderContent(m, {
+      interactive: true,
+      label: label || choices.labelOf(m),
+      onChoose: function (chosen, value) {
+        sendText(value, chosen);
+      },
+      onImageLoad: function () {
+        if (isOpen) scrollDown();
+      },
+    }),
+  );
+  li.appendChild(bubble);
+  // Until the ack, the time line says so: the bubble keeps its height when it is stored.
+  li.appendChild(el("time", "cw-time", m.created_at ? formatTime(m.created_at) : "Sending…"));
+  return li;
+}
 
-  function randomId() {
-    var b = crypto.getRandomValues(new Uint8Array(16));
-    return Array.prototype.map.call(b, function (x) { return (x + 256).toString(16).slice(1); }).join("");
-  }
+// Put a stored message where its seq says; own messages still unsent stay last.
+function place(li, seq) {
+  li.setAttribute("data-seq", seq);
+  bySeq[seq] = li;
+  gaps.held(seq);
+  var kids = log.children,
+    i = kids.length - 1;
+  while (
+    i >= 0 &&
+    (!kids[i].hasAttribute("data-seq") || Number(kids[i].getAttribute("data-seq")) > seq)
+  )
+    i--;
+  log.insertBefore(li, i >= 0 ? kids[i].nextSibling : log.firstChild);
+}
 
-  // rich_media URLs are checked by the server (http(s) or a root-relative path); checked again
-  // here so that no other scheme can ever reach an href or src.
-  function safeUrl(u) {
-    return typeof u === "string" && (/^https?:\/\//i.test(u) || /^\/(?!\/)/.test(u)) ? u : null;
-  }
+function settle(p, m) {
+  // An own message came back stored: the pending bubble becomes the stored one.
+  var i = pending.indexOf(p);
+  if (i < 0) return;
+  pending.splice(i, 1);
+  p.li.classList.remove("cw-pending", "cw-failed");
+  p.li.removeAttribute("title");
+  var stick = atBottom();
+  p.li.querySelector(".cw-time").textContent = formatTime(m.created_at);
+  place(p.li, m.seq);
+  if (stick) scrollDown();
+}
 
-  function fmtSize(n) {
-    if (typeof n !== "number" || n < 0) return "";
-    if (n < 1024) return n + " B";
-    if (n < 1048576) return (n / 1024).toFixed(n < 10240 ? 1 : 0) + " KB";
-    return (n / 1048576).toFixed(1) + " MB";
-  }
-
-  function fmtTime(iso) {
-    if (!iso) return "";
-    var t = new Date(iso + (/[zZ]|[+-]\d\d:?\d\d$/.test(iso) ? "" : "Z"));
-    return isNaN(t) ? "" : t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  }
-
-  function notice(text) {
-    noticeEl.textContent = text || "";
-    noticeEl.hidden = !text;
-  }
-
-  function atBottom() { return log.scrollHeight - log.scrollTop - log.clientHeight < 40; }
-  function scrollDown() { log.scrollTop = log.scrollHeight; }
-
-  // ---- host page (through the loader) ---------------------------------------------------
-
-  function toHost(type, extra) {
-    if (!framed || !hostOrigin) return;
-    var m = { source: "chat-widget", type: type };
-    for (var k in extra || {}) m[k] = extra[k];
-    window.parent.postMessage(m, hostOrigin);
-  }
-
-  function setUnread(n) {
-    unread = n;
-    toHost("unread", { count: n });
-  }
-
-  function setOpen(v) {
-    if (v === isOpen) return;
-    isOpen = v;
-    if (v) {
-      setUnread(0);
-      markRead();
-      input.focus();
-    }
-    toHost(v ? "opened" : "closed");
-  }
-
-  function setCustomerName(name) {
-    name = String(name || "").trim().slice(0, 200);
-    if (!name) return;
-    fetch("/chat-widget/conversations", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ embed_token: TOKEN, external_id: EXT, customer_name: name })
-    }).catch(function () {});
-  }
-
-  window.addEventListener("message", function (e) {
-    // Only the page that frames us (frame-ancestors limits which sites that can be).
-    if (!framed || e.source !== window.parent) return;
-    if (hostOrigin && e.origin !== hostOrigin) return;
-    var m = e.data;
-    if (!m || typeof m !== "object" || m.target !== "chat-widget") return;
-    if (m.type === "hello") {
-      if (hostOrigin) return;
-      hostOrigin = e.origin;
-      toHost("ready", { conversation_id: CID });
-      if (unread) toHost("unread", { count: unread });
-    } else if (m.type === "open") {
-      setOpen(true);
-    } else if (m.type === "close") {
-      setOpen(false);
-    } else if (m.type === "set_customer_name") {
-      setCustomerName(m.name);
-    }
-  });
-
-  if (framed) {
-    closeBtn.hidden = false;
-    closeBtn.addEventListener("click", function () { setOpen(false); });
-  }
-
-  // ---- rendering ------------------------------------------------------------------------
-
-  function replyButton(b, onPick) {
-    var btn = el("button", "cw-choice", b && b.label);
-    btn.type = "button";
-    btn.addEventListener("click", function () { onPick(btn, b.value); });
-    return btn;
-  }
-
-  function choose(group, btn, value) {
-    var all = group.querySelectorAll("button");
-    for (var i = 0; i < all.length; i++) all[i].disabled = true;
-    if (btn) btn.classList.add("cw-chosen");
-    sendText(String(value));
-  }
-
-  function renderBody(m, bubble) {
-    var rm = m.rich_media || {}, url, group;
-    switch (m.content_type) {
-      case "image":
-        url = safeUrl(rm.url);
-        if (url) {
-          var link = el("a", "cw-image");
-          link.href = url;
-          link.target = "_blank";
-          link.rel = "noopener noreferrer";
-          var img = el("img");
-          img.src = url;
-          img.alt = rm.alt || m.content || "Image";
-          img.addEventListener("load", function () { if (isOpen) scrollDown(); });
-          link.appendChild(img);
-          bubble.appendChild(link);
-        }
-        if (m.content) bubble.appendChild(el("p", "cw-text", m.content));
-        break;
-      case "file":
-        url = safeUrl(rm.url);
-        var file = el(url ? "a" : "span", "cw-filecard");
-        if (url) {
-          file.href = url;
-          file.target = "_blank";
-          file.rel = "noopener noreferrer";
-          file.setAttribute("download", rm.filename || "");
-        }
-        var icon = el("span", "cw-fileicon");
-        icon.innerHTML = FILE_ICON;  // a constant, never message data
-        file.appendChild(icon);
-        var meta = el("span", "cw-filemeta");
-        meta.appendChild(el("span", "cw-filename", rm.filename || m.content || "File"));
-        meta.appendChild(el("span", "cw-filesize", [fmtSize(rm.size), url ? "Download" : ""]
-          .filter(Boolean).join(" · ")));
-        file.appendChild(meta);
-        bubble.appendChild(file);
-        if (m.content && m.content !== rm.filename) bubble.appendChild(el("p", "cw-text", m.content));
-        break;
-      case "quick_button":
-        if (m.content) bubble.appendChild(el("p", "cw-text", m.content));
-        group = el("div", "cw-choices");
-        (rm.buttons || []).forEach(function (b) {
-          group.appendChild(replyButton(b, function (btn, value) { choose(group, btn, value); }));
-        });
-        bubble.appendChild(group);
-        break;
-      case "carousel":
-        if (m.content) bubble.appendChild(el("p", "cw-text", m.content));
-        var track = el("div", "cw-carousel");
-        (rm.cards || []).forEach(function (c) {
-          var card = el("div", "cw-card");
-          var src = safeUrl(c.image_url);
-          if (src) {
-            var pic = el("img", "cw-card-img");
-            pic.src = src;
-            pic.alt = c.title || "";
-            card.appendChild(pic);
-          }
-          card.appendChild(el("div", "cw-card-title", c.title));
-          if (c.subtitle) card.appendChild(el("div", "cw-card-sub", c.subtitle));
-          var actions = el("div", "cw-card-actions");
-          (c.buttons || []).forEach(function (b) {
-            actions.appendChild(replyButton(b, function (btn, value) { choose(track, btn, value); }));
-          });
-          card.appendChild(actions);
-          track.appendChild(card);
-        });
-        bubble.appendChild(track);
-        break;
-      case "dropdown":
-        if (m.content) bubble.appendChild(el("p", "cw-text", m.content));
-        var select = el("select", "cw-select");
-        var ph = el("option", null, rm.placeholder || "Choose…");
-        ph.value = "";
-        ph.disabled = true;
-        ph.selected = true;
-        select.appendChild(ph);
-        (rm.options || []).forEach(function (o) {
-          var opt = el("option", null, o.label);
-          opt.value = o.value;
-          select.appendChild(opt);
-        });
-        select.addEventListener("change", function () {
-          if (!select.value) return;
-          select.disabled = true;
-          sendText(select.value);
-        });
-        bubble.appendChild(select);
-        break;
-      default:
-        bubble.appendChild(el("p", "cw-text", m.content));
-    }
-  }
-
-  function render(m) {
-    var mine = m.sender_type === "end_user";
-    var li = el("li", "cw-msg " + (mine ? "cw-mine" : "cw-theirs"));
-    li.setAttribute("data-type", m.content_type || "text");
-    li.setAttribute("data-sender", m.sender_type || "");
-    var bubble = el("div", "cw-bubble");
-    renderBody(m, bubble);
-    li.appendChild(bubble);
-    li.appendChild(el("time", "cw-time", fmtTime(m.created_at)));
-    return li;
-  }
-
-  // Put a stored message where its seq says; own messages still unsent stay last.
-  function place(li, seq) {
-    li.setAttribute("data-seq", seq);
-    bySeq[seq] = li;
-    gaps.held(seq);
-    var kids = log.children, i = kids.length - 1;
-    while (i >= 0 && (!kids[i].hasAttribute("data-seq") || Number(kids[i].getAttribute("data-seq")) > seq)) i--;
-    log.insertBefore(li, i >= 0 ? kids[i].nextSibling : log.firstChild);
-  }
-
-  function settle(p, m) {
-    // An own message came back stored: the pending bubble becomes the stored one.
-    var i = pending.indexOf(p);
-    if (i < 0) return;
-    pending.splice(i, 1);
-    p.li.classList.remove("cw-pending", "cw-failed");
-    p.li.removeAttribute("title");
-    p.li.querySelector(".cw-time").textContent = fmtTime(m.created_at);
-    place(p.li, m.seq);
-  }
-
-  function receive(m, live) {
-    if (!m || m.conversation_id !== CID || typeof m.seq !== "number" || bySeq[m.seq]) return;
-    lastSeq = Math.max(lastSeq, m.seq);
-    var stick = atBottom();
-    var own = m.sender_type === "end_user" && m.sender_id === EXT;
-    if (own) {
-      // The broadcast can come before the ack: adopt the first pending twin.
-      for (var i = 0; i < pending.length; i++) {
-        var p = pending[i].payload;
-        if (p.content === m.content && p.content_type === m.content_type) {
-          settle(pending[i], m);
-          return;
-        }
-      }
-    }
-    place(render(m), m.seq);
-    if (m.sender_type !== "end_user") {
-      typingEl.hidden = true;
-      if (live && !isOpen) setUnread(unread + 1);
-      toMark.push(m.id);
-      if (isOpen) markRead();
-    }
-    if (stick || own) scrollDown();
-  }
-
-  // ---- sending --------------------------------------------------------------------------
-
-  function emitSend(p) {
-    p.li.classList.remove("cw-failed");
-    p.li.classList.add("cw-pending");
-    socket.emit("send_message", p.payload, function (err, res) {
-      if (!err && res && !res.error) {
-        if (p.li.hasAttribute("data-seq")) return;  // the broadcast came first and settled it
-        if (bySeq[res.seq]) {
-          // The broadcast was shown as a bubble of its own: keep that one.
-          pending.splice(pending.indexOf(p), 1);
-          p.li.remove();
-        } else {
-          lastSeq = Math.max(lastSeq, res.seq);
-          settle(p, res);
-        }
+function receive(m, live) {
+  if (!m || m.conversation_id !== CID || typeof m.seq !== "number" || bySeq[m.seq]) return;
+  lastSeq = Math.max(lastSeq, m.seq);
+  var stick = atBottom();
+  var own = m.sender_type === "end_user" && m.sender_id === EXT;
+  if (own) {
+    // The broadcast can come before the ack: adopt the first pending twin.
+    for (var i = 0; i < pending.length; i++) {
+      var p = pending[i].payload;
+      if (p.content === m.content && p.content_type === m.content_type) {
+        settle(pending[i], m);
         return;
       }
-      p.li.classList.remove("cw-pending");
-      p.li.classList.add("cw-failed");
-      p.li.title = ((res && res.error && res.error.message) || "Not sent.") + " Click to retry.";
-    });
-  }
-
-  function send(content, type, media) {
-    var payload = {
-      conversation_id: CID,
-      content: content,
-      content_type: type || "text",
-      sender_type: "end_user",
-      external_id: EXT,
-      client_message_id: randomId()
-    };
-    if (media) payload.rich_media = media;
-    // Sending clears the typing hint on the server: the next keystroke announces it again.
-    lastTypingSent = 0;
-    var li = render(payload);
-    var p = { li: li, payload: payload };
-    li.addEventListener("click", function () {
-      if (li.classList.contains("cw-failed")) emitSend(p);
-    });
-    pending.push(p);
-    log.appendChild(li);
-    scrollDown();
-    emitSend(p);
-  }
-
-  function sendText(text) {
-    text = String(text || "");
-    if (text.trim()) send(text, "text");
-  }
-
-  form.addEventListener("submit", function (e) {
-    e.preventDefault();
-    var text = input.value;
-    if (!text.trim()) return;
-    input.value = "";
-    grow();
-    sendText(text);
-  });
-
-  input.addEventListener("keydown", function (e) {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-      e.preventDefault();
-      form.requestSubmit();
     }
-  });
-
-  function grow() {
-    input.style.height = "auto";
-    input.style.height = Math.min(input.scrollHeight, 120) + "px";
   }
-
-  input.addEventListener("input", function () {
-    grow();
-    var now = Date.now();
-    if (joined && socket.connected && input.value.trim() && now - lastTypingSent > TYPING_EVERY_MS) {
-      lastTypingSent = now;
-      // Not volatile: a volatile emit is dropped while the transport is busy writing, which
-      // right after a send is most of the time someone starts typing again.
-      socket.emit("user_typing", {
-        conversation_id: CID, sender_type: "end_user", external_id: EXT
-      }, function () {});
-    }
-  });
-
-  function markRead() {
-    if (!toMark.length || !joined || !isOpen) return;
-    var ids = toMark.splice(0, 100);
-    socket.emit("mark_read", {
-      conversation_id: CID, message_ids: ids, sender_type: "end_user", external_id: EXT
-    }, function () {});
-    if (toMark.length) markRead();
+  place(render(m), m.seq);
+  if (m.sender_type !== "end_user") {
+    typingEl.hidden = true;
+    if (live && !isOpen) setUnread(unread + 1);
+    toMark.push(m.id);
+    if (isOpen) markRead();
   }
+  if (stick || own) scrollDown();
+}
 
-  // ---- uploads --------------------------------------------------------------------------
+// ---- sending --------------------------------------------------------------------------
 
-  fileInput.addEventListener("change", function () {
-    var f = fileInput.files[0];
-    fileInput.value = "";
-    if (!f) return;
-    if (UPLOAD_MAX && f.size > UPLOAD_MAX) {
-      notice(f.name + " is too large (at most " + fmtSize(UPLOAD_MAX) + ").");
+function emitSend(p) {
+  p.li.classList.remove("cw-failed");
+  p.li.classList.add("cw-pending");
+  socket.emit("send_message", p.payload, function (err, res) {
+    if (!err && res && !res.error) {
+      if (p.li.hasAttribute("data-seq")) return; // the broadcast came first and settled it
+      if (bySeq[res.seq]) {
+        // The broadcast was shown as a bubble of its own: keep that one.
+        pending.splice(pending.indexOf(p), 1);
+        p.li.remove();
+      } else {
+        lastSeq = Math.max(lastSeq, res.seq);
+        settle(p, res);
+      }
       return;
     }
-    var body = new FormData();
-    body.append("embed_token", TOKEN);
-    body.append("external_id", EXT);
-    body.append("conversation_id", CID);
-    body.append("file", f);
-    notice("Uploading " + f.name + "…");
-    fetch("/chat-widget/uploads", { method: "POST", body: body })
-      .then(function (r) {
-        return r.json().then(function (b) {
-          if (!r.ok) throw new Error((b.error && b.error.message) || "The upload failed.");
-          return b;
-        });
-      })
-      .then(function (u) {
-        notice("");
-        if (/^image\//.test(u.mime_type)) send("", "image", { url: u.url, alt: u.filename });
-        else send(u.filename, "file", { url: u.url, filename: u.filename, size: u.size, mime_type: u.mime_type });
-      })
-      .catch(function (err) { notice(err.message || "The upload failed."); });
+    p.li.classList.remove("cw-pending");
+    p.li.classList.add("cw-failed");
+    p.li.title = ((res && res.error && res.error.message) || "Not sent.") + " Click to retry.";
   });
+}
 
-  // ---- the connection -------------------------------------------------------------------
-
-  function status(text, state) {
-    connEl.textContent = text;
-    document.body.setAttribute("data-connection", state);
-  }
-
-  var socket = io({
-    // The token this visitor is under: its allowed origins and its revocation apply.
-    auth: { embed_token: TOKEN },
-    // Sends wait for their ack and are retried (same client_message_id) after a drop.
-    ackTimeout: 10000,
-    retries: 5
+function send(content, type, media, label) {
+  var payload = {
+    conversation_id: CID,
+    content: content,
+    content_type: type || "text",
+    sender_type: "end_user",
+    external_id: EXT,
+    client_message_id: randomId(),
+  };
+  if (media) payload.rich_media = media;
+  // Sending clears the typing hint on the server: the next keystroke announces it again.
+  lastTypingSent = 0;
+  var li = render(payload, label);
+  var p = { li: li, payload: payload };
+  li.addEventListener("click", function () {
+    if (li.classList.contains("cw-failed")) emitSend(p);
   });
+  pending.push(p);
+  log.appendChild(li);
+  scrollDown();
+  emitSend(p);
+}
 
-  function fetchHistory(afterSeq) {
-    var url = "/chat-widget/history/" + encodeURIComponent(CID) + "?external_id=" + encodeURIComponent(EXT);
-    if (afterSeq != null) url += "&after_seq=" + afterSeq;
-    return fetch(url).then(function (r) {
-      if (!r.ok) throw new Error("history " + r.status);
-      return r.json();
-    });
+/* label: what the visitor picked, when the text is a choice's value. */
+function sendText(text, label) {
+  text = String(text || "");
+  if (text.trim()) send(text, "text", null, label);
+}
+
+form.addEventListener("submit", function (e) {
+  e.preventDefault();
+  var text = input.value;
+  if (!text.trim()) return;
+  input.value = "";
+  grow();
+  sendText(text);
+});
+
+input.addEventListener("keydown", function (e) {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    form.requestSubmit();
   }
+});
 
-  var historyLoaded = fetchHistory(null)
-    .then(function (list) {
-      // The newest page: gap-free from its first seq.
-      if (list.length) gaps.reset(list[0].seq - 1);
-      list.forEach(function (m) { receive(m, false); });
-      scrollDown();
+function grow() {
+  input.style.height = "auto";
+  input.style.height = Math.min(input.scrollHeight, 120) + "px";
+}
+
+input.addEventListener("input", function () {
+  grow();
+  var now = Date.now();
+  if (joined && socket.connected && input.value.trim() && now - lastTypingSent > TYPING_EVERY_MS) {
+    lastTypingSent = now;
+    // Not volatile: a volatile emit is dropped while the transport is busy writing, which
+    // right after a send is most of the time someone starts typing again.
+    socket.emit(
+      "user_typing",
+      {
+        conversation_id: CID,
+        sender_type: "end_user",
+        external_id: EXT,
+      },
+      function () {},
+    );
+  }
+});
+
+function markRead() {
+  if (!toMark.length || !joined || !isOpen) return;
+  var ids = toMark.splice(0, 100);
+  socket.emit(
+    "mark_read",
+    {
+      conversation_id: CID,
+      message_ids: ids,
+      sender_type: "end_user",
+      external_id: EXT,
+    },
+    function () {},
+  );
+  if (toMark.length) markRead();
+}
+
+// ---- uploads --------------------------------------------------------------------------
+
+fileInput.addEventListener("change", function () {
+  var f = fileInput.files[0];
+  fileInput.value = "";
+  if (!f) return;
+  if (UPLOAD_MAX && f.size > UPLOAD_MAX) {
+    notice(f.name + " is too large (at most " + formatSize(UPLOAD_MAX) + ").");
+    return;
+  }
+  var body = new FormData();
+  body.append("embed_token", TOKEN);
+  body.append("external_id", EXT);
+  body.append("conversation_id", CID);
+  body.append("file", f);
+  notice("Uploading " + f.name + "…");
+  fetch("/chat-widget/uploads", { method: "POST", body: body })
+    .then(function (r) {
+      return r.json().then(function (b) {
+        if (!r.ok) throw new Error((b.error && b.error.message) || "The upload failed.");
+        return b;
+      });
     })
-    .catch(function () {});
+    .then(function (u) {
+      notice("");
+      if (/^image\//.test(u.mime_type)) send("", "image", { url: u.url, alt: u.filename });
+      else
+        send(u.filename, "file", {
+          url: u.url,
+          filename: u.filename,
+          size: u.size,
+          mime_type: u.mime_type,
+        });
+    })
+    .catch(function (err) {
+      notice(err.message || "The upload failed.");
+    });
+});
 
-  function join() {
-    // With last_seq the server first replays every message after it, then live ones.
-    socket.emit("join_conversation", {
-      conversation_id: CID, external_id: EXT, last_seq: gaps.gapFree()
-    }, function (err, ack) {
+// ---- the connection -------------------------------------------------------------------
+
+function status(text, state) {
+  connEl.textContent = text;
+  document.body.setAttribute("data-connection", state);
+}
+
+var socket = io({
+  // The token this visitor is under: its allowed origins and its revocation apply.
+  auth: { embed_token: TOKEN },
+  // Sends wait for their ack and are retried (same client_message_id) after a drop.
+  ackTimeout: 10000,
+  retries: 5,
+});
+
+function fetchHistory(afterSeq) {
+  var url =
+    "/chat-widget/history/" + encodeURIComponent(CID) + "?external_id=" + encodeURIComponent(EXT);
+  if (afterSeq != null) url += "&after_seq=" + afterSeq;
+  return fetch(url).then(function (r) {
+    if (!r.ok) throw new Error("history " + r.status);
+    return r.json();
+  });
+}
+
+var historyLoaded = fetchHistory(null)
+  .then(function (list) {
+    // The newest page: gap-free from its first seq.
+    if (list.length) gaps.reset(list[0].seq - 1);
+    list.forEach(function (m) {
+      receive(m, false);
+    });
+    scrollDown();
+  })
+  .catch(function () {});
+
+function join() {
+  // With last_seq the server first replays every message after it, then live ones.
+  socket.emit(
+    "join_conversation",
+    {
+      conversation_id: CID,
+      external_id: EXT,
+      last_seq: gaps.gapFree(),
+    },
+    function (err, ack) {
       if (err || !ack || ack.error) {
         status("Chat unavailable", "error");
         return;
@@ -479,43 +425,51 @@
       status("Online", "online");
       document.body.setAttribute("data-last-seq", lastSeq);
       markRead();
-    });
+    },
+  );
+}
+
+socket.on("connect", function () {
+  historyLoaded.then(join);
+});
+
+socket.on("disconnect", function (reason) {
+  joined = false;
+  typingEl.hidden = true;
+  status("Reconnecting…", "reconnecting");
+  // The client reconnects by itself, except after the server closed the socket on purpose.
+  if (reason === "io server disconnect")
+    setTimeout(function () {
+      socket.connect();
+    }, 1000);
+});
+
+socket.on("message_received", function (m) {
+  receive(m, true);
+});
+
+// After a fan-out outage the server announces the head seq; what is missing is fetched.
+socket.on("conversation_head", function (d) {
+  if (d && d.conversation_id === CID) gaps.head(d.last_seq);
+});
+
+socket.on("typing_indicator", function (d) {
+  if (d && d.conversation_id === CID && d.sender_type !== "end_user") {
+    var stick = atBottom();
+    typingEl.hidden = false;
+    if (stick) scrollDown();
   }
+});
 
-  socket.on("connect", function () {
-    historyLoaded.then(join);
-  });
+socket.on("typing_cleared", function (d) {
+  if (d && d.conversation_id === CID) typingEl.hidden = true;
+});
 
-  socket.on("disconnect", function (reason) {
-    joined = false;
-    typingEl.hidden = true;
-    status("Reconnecting…", "reconnecting");
-    // The client reconnects by itself, except after the server closed the socket on purpose.
-    if (reason === "io server disconnect") setTimeout(function () { socket.connect(); }, 1000);
-  });
-
-  socket.on("message_received", function (m) { receive(m, true); });
-
-  // After a fan-out outage the server announces the head seq; what is missing is fetched.
-  socket.on("conversation_head", function (d) {
-    if (d && d.conversation_id === CID) gaps.head(d.last_seq);
-  });
-
-  socket.on("typing_indicator", function (d) {
-    if (d && d.conversation_id === CID && d.sender_type !== "end_user") {
-      var stick = atBottom();
-      typingEl.hidden = false;
-      if (stick) scrollDown();
-    }
-  });
-
-  socket.on("typing_cleared", function (d) {
-    if (d && d.conversation_id === CID) typingEl.hidden = true;
-  });
-
-  socket.on("conversation_resolved", function (d) {
-    if (d && d.conversation_id === CID) {
-      place(el("li", "cw-event", "This conversation was closed. Write to start a new one."), lastSeq + 0.5);
-    }
-  });
-})();
+socket.on("conversation_resolved", function (d) {
+  if (d && d.conversation_id === CID) {
+    place(
+      el("li", "cw-event", "This conversation was closed. Write to start a new one."),
+      lastSeq + 0.5,
+    );
+  }
+});

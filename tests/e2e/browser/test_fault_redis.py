@@ -157,14 +157,14 @@ async def test_widget_and_inbox_show_every_message_once_in_order_after_a_redis_o
             await widget.locator(".cw-input").fill(text)
             await widget.locator(".cw-input").press("Enter")
             await expect(
-                widget.locator(".cw-mine[data-seq] .cw-text", has_text=text)
+                widget.locator(".cw-mine[data-seq] .rm-text", has_text=text)
             ).to_have_count(1, timeout=WAIT_MS)
 
         async def agent_writes(text: str) -> None:
             await inbox.fill("#composer-text", text)
             await inbox.press("#composer-text", "Enter")
             await expect(
-                inbox.locator("#message-list .msg[data-seq] .msg-text", has_text=text)
+                inbox.locator("#message-list .msg[data-seq] .rm-text", has_text=text)
             ).to_have_count(1, timeout=WAIT_MS)
 
         # Before: the visitor writes, the agent claims in the inbox and answers.
@@ -247,12 +247,12 @@ async def test_widget_and_inbox_show_every_message_once_in_order_after_a_redis_o
         texts = {m["seq"]: m["content"] for m in stored}
         shown = await frame.evaluate(
             """() => Array.from(document.querySelectorAll(".cw-msg[data-seq]"))
-                 .map(e => [Number(e.dataset.seq), e.querySelector(".cw-text").textContent])"""
+                 .map(e => [Number(e.dataset.seq), e.querySelector(".rm-text").textContent])"""
         )
         assert all(texts[seq] == text for seq, text in shown if seq in texts), shown
         shown = await inbox.evaluate(
             """() => Array.from(document.querySelectorAll("#message-list .msg[data-seq]"))
-                 .map(e => [Number(e.dataset.seq), e.querySelector(".msg-text").textContent])"""
+                 .map(e => [Number(e.dataset.seq), e.querySelector(".rm-text").textContent])"""
         )
         assert all(texts[seq] == text for seq, text in shown if seq in texts), shown
 

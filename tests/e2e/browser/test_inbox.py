@@ -163,7 +163,7 @@ async def test_agent_signs_in_and_new_conversations_appear_in_unassigned_without
 
         await inbox.open(first)
         await expect(inbox.messages()).to_have_count(1)
-        await expect(inbox.messages().locator(".msg-text")).to_have_text("My order never arrived")
+        await expect(inbox.messages().locator(".rm-text")).to_have_text("My order never arrived")
         await expect(page).to_have_title("(1) Inbox")
         assert inbox.websockets, "the Socket.IO client should upgrade to a websocket"
 
@@ -304,16 +304,16 @@ async def test_agent_answers_with_text_and_every_rich_type_and_the_visitor_recei
         # The agent's own view renders each type readably, as read-only chips and cards.
         shown = inbox.messages()
         await expect(shown).to_have_count(5)
-        await expect(shown.nth(1).locator(".msg-text")).to_have_text(
+        await expect(shown.nth(1).locator(".rm-text")).to_have_text(
             "Happy to help!\nA few options:"
         )
-        await expect(shown.nth(2).locator(".chip")).to_have_text(["Yes", "No"])
-        await expect(shown.nth(3).locator(".dropdown-placeholder")).to_have_text("-- pick one --")
-        await expect(shown.nth(3).locator(".chip")).to_have_text(
+        await expect(shown.nth(2).locator(".rm-choice")).to_have_text(["Yes", "No"])
+        await expect(shown.nth(3).locator(".rm-placeholder")).to_have_text("-- pick one --")
+        await expect(shown.nth(3).locator(".rm-choice")).to_have_text(
             ["Asia Pacific", "Europe", "Americas"]
         )
-        await expect(shown.nth(4).locator(".card-title")).to_have_text(["Starter", "Business"])
-        await expect(shown.nth(4).locator(".card-image")).to_have_js_property("naturalWidth", 160)
+        await expect(shown.nth(4).locator(".rm-card-title")).to_have_text(["Starter", "Business"])
+        await expect(shown.nth(4).locator(".rm-card-img")).to_have_js_property("naturalWidth", 160)
         # The visitor got each reply once, in order; the inbox showed each once although it
         # had it twice (the send's ack and the room's message_received), by seq.
         replies = [m for m in visitor.of("message_received") if m["sender_type"] == "agent"]
@@ -367,10 +367,10 @@ async def test_agent_sends_an_uploaded_image_and_file_and_the_visitor_receives_t
             assert resp.status == 200 and await resp.read() == PDF
 
         shown = inbox.messages()
-        await expect(shown.nth(1).locator("img.thumb")).to_have_js_property("naturalWidth", 200)
-        link = shown.nth(2).locator("a.rich-file")
-        await expect(link.locator(".file-name")).to_have_text("invoice.pdf")
-        await expect(link.locator(".file-size")).to_have_text(f"{len(PDF)} B")
+        await expect(shown.nth(1).locator(".rm-image img")).to_have_js_property("naturalWidth", 200)
+        link = shown.nth(2).locator("a.rm-filecard")
+        await expect(link.locator(".rm-filename")).to_have_text("invoice.pdf")
+        await expect(link.locator(".rm-filesize")).to_have_text(f"{len(PDF)} B · Download")
         await expect(link).to_have_attribute("href", media["url"])
         await page.screenshot(path=artifacts / "inbox-uploads.png")
 
@@ -538,7 +538,7 @@ async def test_history_pages_back_with_load_older(browser, factory):
     async with signed_in(browser, factory, agent) as inbox:
         page = inbox.page
         await inbox.open(conv)
-        texts = inbox.messages().locator(".msg-text")
+        texts = inbox.messages().locator(".rm-text")
         await expect(texts).to_have_count(50)
         await expect(texts.first).to_have_text("message 071")
         await expect(texts.last).to_have_text("message 120")
@@ -576,7 +576,7 @@ async def test_after_a_dropped_connection_the_inbox_rejoins_and_shows_what_it_mi
         await stored_visitor_messages(factory, conv, ["while away 1", "while away 2"])
 
         await expect(page.locator("body")).to_have_attribute("data-connections", "2")
-        texts = inbox.messages().locator(".msg-text")
+        texts = inbox.messages().locator(".rm-text")
         await expect(texts).to_have_text(["before", "while away 1", "while away 2"])
         # Back in the room: live messages arrive again.
         await expect(page.locator("body")).to_have_attribute("data-ready", "true")
@@ -604,14 +604,14 @@ async def test_message_text_and_names_are_shown_as_text_never_as_html(browser, f
         await expect(item.locator(".conv-name")).to_have_text(name)
         await inbox.open(conv)
         shown = inbox.messages()
-        await expect(shown.nth(0).locator(".msg-text")).to_have_text(attack)
+        await expect(shown.nth(0).locator(".rm-text")).to_have_text(attack)
         await expect(shown.nth(0).locator(".msg-sender")).to_have_text(name)
-        await expect(shown.nth(1).locator(".msg-text")).to_have_text(
+        await expect(shown.nth(1).locator(".rm-text")).to_have_text(
             "<script>document.body.dataset.pwned=2</script>"
         )
-        await expect(shown.nth(1).locator(".chip")).to_have_text(attack)
+        await expect(shown.nth(1).locator(".rm-choice")).to_have_text(attack)
         await factory.visitor_send(visitor, conv, attack + " again")
-        await expect(shown.nth(2).locator(".msg-text")).to_have_text(attack + " again")
+        await expect(shown.nth(2).locator(".rm-text")).to_have_text(attack + " again")
         await expect(item.locator(".conv-preview")).to_have_text(attack + " again")
 
         for selector in ("#message-list img", "#message-list script", "#message-list b"):
@@ -659,7 +659,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             # The agent claims it and opens it.
             await item.locator(".conv-claim").click()
             await expect(page.locator("#conv-meta")).to_contain_text("Assigned to you")
-            await expect(inbox.messages().locator(".msg-text")).to_have_text(
+            await expect(inbox.messages().locator(".rm-text")).to_have_text(
                 ["Hi, I was charged twice"]
             )
 
@@ -674,7 +674,7 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await page.fill("#composer-text", "Sorry about that")
             await page.press("#composer-text", "Enter")
             theirs = widget.locator('.cw-msg[data-sender="agent"]')
-            await expect(theirs.last.locator(".cw-text")).to_have_text("Sorry about that")
+            await expect(theirs.last.locator(".rm-text")).to_have_text("Sorry about that")
 
             # Quick buttons: the visitor's click is their reply.
             await page.select_option("#composer-type", "quick_button")
@@ -682,8 +682,12 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await fill_rows(page, "#rich-editor", [("Yes", "annual"), ("No", "monthly")])
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
-            await widget.locator(".cw-choice", has_text="Yes").click()
-            await expect(inbox.messages().last.locator(".msg-text")).to_have_text("annual")
+            await widget.locator(".rm-choice", has_text="Yes").click()
+            # The reply carries the value; both sides show the label that was picked.
+            picked = inbox.messages().last.locator(".rm-text")
+            await expect(picked).to_have_text("Yes")
+            await expect(picked).to_have_attribute("data-value", "annual")
+            await expect(widget.locator(".cw-mine .rm-text").last).to_have_text("Yes")
 
             # Dropdown: the visitor's choice is their reply.
             await page.select_option("#composer-type", "dropdown")
@@ -692,8 +696,11 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await fill_rows(page, "#rich-editor", [("Visa", "visa"), ("Mastercard", "mc")])
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
-            await widget.locator(".cw-select").select_option("mc")
-            await expect(inbox.messages().last.locator(".msg-text")).to_have_text("mc")
+            await widget.locator(".rm-select").select_option("mc")
+            picked = inbox.messages().last.locator(".rm-text")
+            await expect(picked).to_have_text("Mastercard")
+            await expect(picked).to_have_attribute("data-value", "mc")
+            await expect(widget.locator(".cw-mine .rm-text").last).to_have_text("Mastercard")
 
             # Carousel: a card's button is a reply too.
             await page.select_option("#composer-type", "carousel")
@@ -705,8 +712,11 @@ async def test_visitor_in_widget_and_agent_in_inbox_full_flow(
             await fill_rows(page, "#rich-editor .card-editor >> nth=0", [("Refund me", "refund")])
             await page.click("#send")
             await expect(page.locator("#composer-type")).to_have_value("text")  # acked
-            await widget.locator(".cw-card .cw-choice", has_text="Refund me").click()
-            await expect(inbox.messages().last.locator(".msg-text")).to_have_text("refund")
+            await widget.locator(".rm-card .rm-choice", has_text="Refund me").click()
+            picked = inbox.messages().last.locator(".rm-text")
+            await expect(picked).to_have_text("Refund me")
+            await expect(picked).to_have_attribute("data-value", "refund")
+            await expect(widget.locator(".cw-mine .rm-text").last).to_have_text("Refund me")
 
             # An uploaded image, shown in the widget.
             await page.set_input_files(
@@ -781,3 +791,157 @@ async def image_host(aiohttp_server):
     app.router.add_get("/{name}", serve)
     srv = await aiohttp_server(app, host="127.0.0.1")
     return f"http://127.0.0.1:{srv.port}"
+
+
+# ---- what the agent reads: names, states, picked choices --------------------------------------
+
+
+async def test_a_conversation_opened_but_never_written_in_is_new_not_resolved(browser, factory):
+    org = await factory.org()
+    agent = await factory.agent(org)
+    untouched = await factory.conversation(org)  # the widget opened it; nobody wrote
+    resolved, _visitor = await visitor_writes(factory, org, "Thanks, all good")
+    owner = await factory.owner(org)
+    status, _ = await factory.post(f"/api/conversations/{resolved['id']}/resolve", owner)
+    assert status == 200
+
+    async with signed_in(browser, factory, agent) as inbox:
+        await inbox.filter("all")
+        await expect(inbox.item(untouched).locator(".conv-status")).to_have_text(
+            "New · no messages yet"
+        )
+        await expect(inbox.item(untouched)).to_have_attribute("data-state", "new")
+        await expect(inbox.item(resolved).locator(".conv-status")).to_have_text("Resolved")
+
+
+async def test_an_unnamed_visitor_is_visitor_and_hex_with_the_full_id_in_the_header(
+    browser, factory
+):
+    org = await factory.org()
+    agent = await factory.agent(org)
+    session_id = "9f2c4e1ab37d4c0e8a5b6c7d8e9f0a1b"  # as the widget's loader makes them
+    conv = await factory.conversation(org, external_id=session_id)
+    visitor = await factory.visitor(conv)
+    await factory.visitor_send(visitor, conv, "Anyone there?")
+    # An app's own id, not hex: shown by the hex of its bytes ("app-user-7" -> 6170702d…).
+    app_conv = await factory.conversation(org, external_id="app-user-7")
+    app_visitor = await factory.visitor(app_conv)
+    await factory.visitor_send(app_visitor, app_conv, "Hello from the app")
+
+    async with signed_in(browser, factory, agent) as inbox:
+        page = inbox.page
+        await expect(inbox.item(conv).locator(".conv-name")).to_have_text("Visitor 9f2c4e1a")
+        await expect(inbox.item(app_conv).locator(".conv-name")).to_have_text("Visitor 6170702d")
+        await inbox.open(conv)
+        await expect(page.locator("#conv-title")).to_have_text("Visitor 9f2c4e1a")
+        await expect(page.locator("#conv-meta")).to_contain_text(f"visitor id {session_id}")
+        await expect(inbox.messages().last.locator(".msg-sender")).to_have_text("Visitor 9f2c4e1a")
+        await visitor.emit(
+            "user_typing",
+            {"conversation_id": conv["id"], "sender_type": "end_user", "external_id": session_id},
+        )
+        await expect(page.locator("#typing")).to_have_text("Visitor 9f2c4e1a is typing…")
+
+        await inbox.open(app_conv)
+        await expect(page.locator("#conv-title")).to_have_text("Visitor 6170702d")
+        await expect(page.locator("#conv-meta")).to_contain_text(
+            "visitor id " + b"app-user-7".hex()
+        )
+        await expect(inbox.messages().last.locator(".msg-sender")).to_have_text("Visitor 6170702d")
+
+
+async def test_a_visitors_picked_choice_reads_as_its_label_in_the_inbox(browser, factory):
+    org = await factory.org()
+    agent = await factory.agent(org)
+    conv, visitor = await visitor_writes(factory, org, "Which colours?", name="Ada")
+    agent_client = await factory.client(agent)
+    ack = await factory.agent_send(
+        agent_client,
+        conv,
+        "Pick a colour:",
+        content_type="quick_button",
+        rich_media={
+            "buttons": [
+                {"label": "Sky blue", "value": "colour-blue"},
+                {"label": "Red", "value": "colour-red"},
+            ]
+        },
+    )
+    assert "error" not in ack, ack
+    # The widget sends the value as the visitor's reply (the contract).
+    await factory.visitor_send(visitor, conv, "colour-blue")
+
+    async with signed_in(browser, factory, agent) as inbox:
+        await inbox.filter("all")
+        await inbox.open(conv)
+        reply = inbox.messages().last
+        await expect(reply.locator(".rm-text")).to_have_text("Sky blue")
+        await expect(reply.locator(".rm-text")).to_have_attribute("data-value", "colour-blue")
+
+
+# ---- the console around the inbox ---------------------------------------------------------------
+
+
+async def test_an_admin_creates_an_embed_token_and_sees_its_snippet_once(
+    browser, factory, artifacts
+):
+    org = await factory.org()
+    owner = await factory.owner(org)
+
+    async with signed_in(browser, factory, owner) as inbox:
+        page = inbox.page
+        await page.click('.console-nav a[data-nav="integrations"]')
+        await expect(page).to_have_url(re.compile(r"/inbox#integrations$"))
+        await expect(page.locator("#channel-table tbody tr")).not_to_have_count(0)
+        await page.fill('#token-form input[name="name"]', "Shop")
+        await page.fill('#token-form input[name="allowed_origins"]', "https://shop.example")
+        await page.click('#token-form button[type="submit"]')
+        token = page.locator("#new-token-value")
+        await expect(token).not_to_be_empty()
+        value = await token.text_content()
+        await expect(page.locator("#new-token-snippet")).to_contain_text(
+            f'data-embed-token="{value}"'
+        )
+        row = page.locator("#token-table tbody tr", has_text=value[:8])
+        await expect(row).to_contain_text("https://shop.example")
+        await page.screenshot(path=artifacts / "console-integrations.png")
+        await row.locator("button", has_text="Revoke").click()
+        await expect(row).to_contain_text("Revoked")
+
+        await page.click('.console-nav a[data-nav="team"]')
+        await page.fill('#user-form input[name="display_name"]', "Grace")
+        await page.fill('#user-form input[name="email"]', f"grace-{value[:6]}@example.com")
+        await page.fill('#user-form input[name="password"]', "correct horse battery")
+        await page.click('#user-form button[type="submit"]')
+        await expect(page.locator("#team-table tbody")).to_contain_text("Grace")
+
+        await page.click('.console-nav a[data-nav="settings"]')
+        await expect(page.locator("#profile-email")).to_have_text(owner.email)
+        await page.click('.console-nav a[data-nav="inbox"]')
+        await expect(page.locator(".filters")).to_be_visible()
+
+
+async def test_an_agent_sees_no_admin_pages_or_controls(browser, factory):
+    org = await factory.org()
+    agent = await factory.agent(org)
+
+    async with signed_in(browser, factory, agent) as inbox:
+        page = inbox.page
+        await expect(page.locator('.console-nav a[data-nav="integrations"]')).to_be_hidden()
+        await page.click('.console-nav a[data-nav="team"]')
+        mine = page.locator(f'#team-table tbody tr[data-user-id="{agent.user_id}"]')
+        await expect(mine).to_contain_text("(you)")
+        await expect(mine.locator(".presence")).to_have_attribute("data-status", "online")
+        # A colleague comes online: the row follows, without a reload.
+        owner = await factory.owner(org)
+        theirs = page.locator(f'#team-table tbody tr[data-user-id="{owner.user_id}"]')
+        await expect(theirs.locator(".presence")).to_have_attribute("data-status", "offline")
+        colleague = await factory.client(owner)
+        await expect(theirs.locator(".presence")).to_have_attribute("data-status", "online")
+        await colleague.client.disconnect()
+        await expect(page.locator("#user-form")).to_be_hidden()
+        await page.goto(factory.url + "/inbox#integrations")
+        await expect(page.locator('[data-page="integrations"]')).to_be_hidden()
+        await page.click('.console-nav a[data-nav="settings"]')
+        await page.click("#settings-sign-out")
+        await expect(page).to_have_url(re.compile(r"/auth/login"))

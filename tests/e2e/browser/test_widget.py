@@ -91,7 +91,7 @@ class Visitor:
     async def write(self, text: str) -> None:
         await self.widget.locator(".cw-input").fill(text)
         await self.widget.locator(".cw-input").press("Enter")
-        bubble = self.widget.locator(".cw-mine[data-seq] .cw-text", has_text=text)
+        bubble = self.widget.locator(".cw-mine[data-seq] .rm-text", has_text=text)
         await expect(bubble).to_have_count(1, timeout=WAIT_MS)
 
     def message(self, content_type: str, text: str | None = None):
@@ -241,7 +241,7 @@ async def test_visitor_and_agent_chat_with_every_message_type(
     await agent_says(inbox, cid, XSS)
     bubble = visitor.message("text", "onerror")
     await expect(bubble).to_have_count(1, timeout=WAIT_MS)
-    assert await bubble.locator(".cw-text").text_content() == XSS
+    assert await bubble.locator(".rm-text").text_content() == XSS
     assert await bubble.locator("img").count() == 0
 
     # Quick buttons: a click sends the button's value.
@@ -253,9 +253,9 @@ async def test_visitor_and_agent_chat_with_every_message_type(
         {"buttons": [{"label": "Yes", "value": "yes"}, {"label": XSS, "value": "no"}]},
     )
     buttons = visitor.message("quick_button", "Is this about an order?")
-    await expect(buttons.locator("button.cw-choice")).to_have_count(2, timeout=WAIT_MS)
-    assert await buttons.locator("button.cw-choice").nth(1).text_content() == XSS
-    await buttons.locator("button.cw-choice", has_text="Yes").click()
+    await expect(buttons.locator("button.rm-choice")).to_have_count(2, timeout=WAIT_MS)
+    assert await buttons.locator("button.rm-choice").nth(1).text_content() == XSS
+    await buttons.locator("button.rm-choice", has_text="Yes").click()
     await visitor_reply(inbox, "yes")
 
     # Dropdown: placeholder, options; a choice sends its value.
@@ -309,11 +309,11 @@ async def test_visitor_and_agent_chat_with_every_message_type(
         "() => [...document.querySelectorAll('.cw-theirs[data-type=image] img')]"
         ".every(img => img.complete && img.naturalWidth === 320)"
     )
-    file_link = visitor.message("file").locator("a.cw-filecard")
+    file_link = visitor.message("file").locator("a.rm-filecard")
     await expect(file_link).to_have_attribute("href", manual["url"], timeout=WAIT_MS)
     await expect(file_link).to_have_attribute("download", "Summit_2_manual.pdf")
-    await expect(file_link.locator(".cw-filename")).to_have_text("Summit_2_manual.pdf")
-    await expect(file_link.locator(".cw-filesize")).to_have_text(f"{len(PDF)} B · Download")
+    await expect(file_link.locator(".rm-filename")).to_have_text("Summit_2_manual.pdf")
+    await expect(file_link.locator(".rm-filesize")).to_have_text(f"{len(PDF)} B · Download")
 
     # Carousel: cards with image, title, subtitle and buttons that send their value.
     await agent_says(
@@ -338,10 +338,10 @@ async def test_visitor_and_agent_chat_with_every_message_type(
             ]
         },
     )
-    cards = visitor.message("carousel").locator(".cw-card")
+    cards = visitor.message("carousel").locator(".rm-card")
     await expect(cards).to_have_count(2, timeout=WAIT_MS)
-    await expect(cards.nth(0).locator(".cw-card-title")).to_have_text("Summit 2")
-    await expect(cards.nth(0).locator(".cw-card-sub")).to_have_text("1.6 kg, three seasons")
+    await expect(cards.nth(0).locator(".rm-card-title")).to_have_text("Summit 2")
+    await expect(cards.nth(0).locator(".rm-card-sub")).to_have_text("1.6 kg, three seasons")
     await expect(cards.nth(0).locator("img")).to_have_attribute("src", photo["url"])
     await page.screenshot(path=artifacts / "widget-rich-messages.png")
     await page.locator(FRAME).screenshot(path=artifacts / "widget-frame-rich.png")
@@ -395,8 +395,8 @@ async def test_reloading_the_host_page_keeps_the_conversation(browser, host_site
     ready = await visitor.wait_event("ready")
     assert ready["conversation_id"] == first_ready["conversation_id"] == cid
     widget = visitor.widget
-    await expect(widget.locator(".cw-mine .cw-text")).to_have_text(["Where is my order #1042?"])
-    await expect(widget.locator(".cw-theirs .cw-text")).to_have_text(
+    await expect(widget.locator(".cw-mine .rm-text")).to_have_text(["Where is my order #1042?"])
+    await expect(widget.locator(".cw-theirs .rm-text")).to_have_text(
         ["It left the warehouse this morning."]
     )
     await visitor.write("Thanks!")
@@ -448,7 +448,7 @@ async def test_widget_catches_up_after_the_server_restarts(
         await expect(visitor.widget.locator("body[data-connection=online]")).to_have_count(
             1, timeout=WAIT_MS
         )
-        await expect(visitor.widget.locator(".cw-theirs .cw-text")).to_have_text(
+        await expect(visitor.widget.locator(".cw-theirs .rm-text")).to_have_text(
             ["Yes, one moment.", "Found your order.", "It ships tomorrow."], timeout=WAIT_MS
         )
         # And it is live again, both ways.
@@ -611,3 +611,73 @@ async def test_host_page_drives_the_widget_and_hears_its_events(
     await page.evaluate("() => window.postMessage({target: 'chat-widget', type: 'toggle'}, '*')")
     await visitor.wait_event("opened", nth=3)
     await expect(page.locator(FRAME)).to_be_visible()
+
+
+# ---- what the visitor reads after a pick or a send ------------------------------------------
+
+
+async def test_a_picked_button_or_option_shows_its_label_and_sends_its_value(
+    browser, host_site, factory
+):
+    org = await factory.org(allowed_origins=[host_site.origin])
+    _agent, inbox = await agent_inbox(factory, org)
+    url = host_site.page(host_html(factory.url, org.embed_token))
+    visitor = await new_visitor(browser, url)
+    await visitor.open()
+    await visitor.write("Do you have other colours?")
+    cid = await claim_first(inbox, "Do you have other colours?")
+
+    await agent_says(
+        inbox,
+        cid,
+        "Pick a colour:",
+        "quick_button",
+        {"buttons": [{"label": "Sky blue", "value": "colour-blue"}]},
+    )
+    await visitor.message("quick_button").locator(".rm-choice", has_text="Sky blue").click()
+    sent = await visitor_reply(inbox, "colour-blue")
+    assert sent["content"] == "colour-blue"
+    mine = visitor.widget.locator(".cw-mine[data-seq] .rm-text")
+    await expect(mine.last).to_have_text("Sky blue", timeout=WAIT_MS)
+
+    await agent_says(
+        inbox,
+        cid,
+        "Select your region:",
+        "dropdown",
+        {"options": [{"label": "Europe", "value": "region-eu"}]},
+    )
+    await visitor.message("dropdown").locator("select").select_option("region-eu")
+    await visitor_reply(inbox, "region-eu")
+    await expect(mine.last).to_have_text("Europe", timeout=WAIT_MS)
+
+    # After a reload, from the history, the picks still read as what was picked.
+    await visitor.page.reload()
+    await expect(visitor.page.locator(FRAME)).to_be_visible(timeout=WAIT_MS)
+    await expect(mine).to_have_text(
+        ["Do you have other colours?", "Sky blue", "Europe"], timeout=WAIT_MS
+    )
+
+
+async def test_after_a_send_the_last_message_and_its_time_are_above_the_composer(
+    browser, host_site, factory
+):
+    org = await factory.org(allowed_origins=[host_site.origin])
+    _agent, inbox = await agent_inbox(factory, org)
+    visitor = await new_visitor(browser, host_site.page(host_html(factory.url, org.embed_token)))
+    await visitor.open()
+    for n in range(12):  # more than the transcript can show: it scrolls
+        await visitor.write(f"Line {n} of a long question")
+
+    frame = await visitor.frame()
+    last_time = visitor.widget.locator(".cw-mine[data-seq] .cw-time").last
+    await expect(last_time).not_to_have_text("Sending…")
+    gap = await frame.evaluate(
+        """() => {
+          const log = document.querySelector('.cw-log').getBoundingClientRect();
+          const times = document.querySelectorAll('.cw-msg .cw-time');
+          const last = times[times.length - 1].getBoundingClientRect();
+          return log.bottom - last.bottom;
+        }"""
+    )
+    assert gap >= 0, f"the last message's time is {-gap}px under the composer"

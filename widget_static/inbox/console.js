@@ -1,0 +1,209 @@
+/* The console around the inbox: client-side routes in the URL's fragment (#team,
+ * #integrations, #settings; anything else is the inbox, where #<conversation id> opens one)
+ * and the pages other than the inbox, built from the admin and profile APIs. Admin-only pages
+ * and controls are not shown to agents (the server answers them 403 anyway). */
+import { el } from "../shared/render.js";
+import { api } from "./api.js";
+import { app, IS_ADMIN, ME, state } from "./state.js";
+import { $, toast } from "./ui.js";
+
+const PAGES = ["inbox", "integrations", "team", "settings"];
+const UUID = /^[0-9a-fA-F-]{36}$/;
+
+function routeOf(hash) {
+  const name = hash.replace(/^#\/?/, "");
+  if (PAGES.includes(name) && (name !== "integrations" || IS_ADMIN)) return { page: name };
+  return { page: "inbox", conversation: UUID.test(name) ? name.toLowerCase() : null };
+}
+
+function show(route) {
+  document.querySelectorAll(".layout[data-page], .console-page[data-page]").forEach((section) => {
+    section.hidden = section.dataset.page !== route.page;
+  });
+  document.querySelectorAll(".console-nav a[data-nav]").forEach((link) => {
+    if (link.dataset.nav === route.page) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  });
+  document.body.dataset.page = route.page;
+  if (route.page === "inbox") {
+    if (route.conversation) app.openConversation(route.conversation);
+  } else {
+    LOADERS[route.page]();
+  }
+}
+
+export function startConsole() {
+  document.querySelectorAll("[data-admin-only]").forEach((node) => {
+    node.hidden = !IS_ADMIN;
+  });
+  $("#settings-sign-out").addEventListener("click", () => app.signOut());
+  $("#user-form").addEventListener("submit", createUser);
+  $("#channel-form").addEventListener("submit", createChannel);
+  $("#token-form").addEventListener("submit", createToken);
+  window.addEventListener("hashchange", () => show(routeOf(window.location.hash)));
+  show(routeOf(window.location.hash));
+}
+
+// ---- Team ------------------------------------------------------------------------------
+
+let teamUsers = [];
+
+// Presence is live: the rows follow agent_status_changed while the page is shown.
+function renderTeamRows() {
+  $("#team-table tbody").replaceChildren(
+    ...teamUsers.map((u) => {
+      const online = state.online.has(u.id);
+      return el(
+        "tr",
+        { dataset: { userId: u.id } },
+        el("td", { text: u.display_name + (u.id === ME.id ? " (you)" : "") }),
+        el("td", { text: u.email || "" }),
+        el("td", { text: u.role }),
+        el(
+          "td",
+          { class: "presence", dataset: { status: online ? "online" : "offline" } },
+          el("span", { class: "dot", "aria-hidden": "true" }),
+          online ? " online" : " offline",
+        ),
+      );
+    }),
+  );
+}
+
+app.presenceChanged = () => {
+  if (document.body.dataset.page === "team") renderTeamRows();
+};
+
+function loadTeamPage() {
+  const request = IS_ADMIN ? api("/api/admin/users") : api("/api/team");
+  return request
+    .then((users) => {
+      users.forEach((u) => state.team.set(u.id, { ...state.team.get(u.id), ...u }));
+      teamUsers = users;
+      renderTeamRows();
+    })
+    .catch((err) => toast(err.message));
+}
+
+function createUser(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const data = Object.fromEntries(new FormData(form));
+  api("/api/admin/users", { method: "POST", json: data })
+    .then((user) => {
+      form.reset();
+      toast("Added " + user.display_name + ".", "info");
+      return loadTeamPage();
+    })
+    .catch((err) => toast(err.message));
+}
+
+// ---- Integrations ----------------------------------------------------------------------
+
+function revokeButton(token) {
+  return el("button", {
+    class: "button small",
+    type: "button",
+    text: "Revoke",
+    onclick: () =>
+      api("/api/admin/embed-tokens/" + encodeURIComponent(token.id) + "/revoke", { method: "POST" })
+        .then(loadIntegrations)
+        .catch((err) => toast(err.message)),
+  });
+}
+
+function loadIntegrations() {
+  return Promise.all([api("/api/admin/channels"), api("/api/admin/embed-tokens")])
+    .then(([channels, tokens]) => {
+      const select = $("#token-channel");
+      select.replaceChildren(...channels.map((c) => el("option", { value: c.id, text: c.name })));
+      $("#channel-table tbody").replaceChildren(
+        ...channels.map((c) =>
+          el(
+            "tr",
+            { dataset: { channelId: c.id } },
+            el("td", { text: c.name }),
+            el("td", { text: c.type || "" }),
+            el("td", { class: "mono", text: c.id }),
+          ),
+        ),
+      );
+      $("#token-table tbody").replaceChildren(
+        ...tokens.map((t) =>
+          el(
+            "tr",
+            { dataset: { tokenId: t.id, revoked: t.revoked_at ? "true" : "false" } },
+            el("td", { class: "mono", text: t.token_prefix + "…" }),
+            el("td", { text: t.name || "" }),
+            el("td", { text: (t.allowed_origins || []).join(", ") || "any site" }),
+            el("td", { text: t.revoked_at ? "Revoked" : "Active" }),
+            el("td", {}, t.revoked_at ? null : revokeButton(t)),
+          ),
+        ),
+      );
+    })
+    .catch((err) => toast(err.message));
+}
+
+function createChannel(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const data = Object.fromEntries(new FormData(form));
+  api("/api/admin/channels", { method: "POST", json: data })
+    .then(() => {
+      form.reset();
+      return loadIntegrations();
+    })
+    .catch((err) => toast(err.message));
+}
+
+function snippet(token) {
+  return (
+    '<script\n  src="' +
+    window.location.origin +
+    '/chat-widget/embed.js"\n' +
+    '  data-embed-token="' +
+    token +
+    '"\n></' +
+    "script>"
+  );
+}
+
+function createToken(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const raw = Object.fromEntries(new FormData(form));
+  const body = {};
+  if (raw.name) body.name = raw.name;
+  if (raw.channel_id) body.channel_id = raw.channel_id;
+  const origins = String(raw.allowed_origins || "")
+    .split(/[\s,]+/)
+    .filter(Boolean);
+  if (origins.length) body.allowed_origins = origins;
+  api("/api/admin/embed-tokens", { method: "POST", json: body })
+    .then((created) => {
+      form.reset();
+      // Shown once: the server keeps only its hash.
+      $("#new-token").hidden = false;
+      $("#new-token-value").textContent = created.token;
+      $("#new-token-snippet").textContent = snippet(created.token);
+      return loadIntegrations();
+    })
+    .catch((err) => toast(err.message));
+}
+
+// ---- Settings --------------------------------------------------------------------------
+
+function loadSettings() {
+  return api("/api/me")
+    .then((me) => {
+      const user = me.user || me;
+      $("#profile-name").textContent = user.display_name;
+      $("#profile-email").textContent = user.email;
+      $("#profile-role").textContent = user.role;
+      $("#profile-org").textContent = user.organization_id;
+    })
+    .catch((err) => toast(err.message));
+}
+
+const LOADERS = { team: loadTeamPage, integrations: loadIntegrations, settings: loadSettings };
