@@ -32,7 +32,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The integration API: API keys (Authorization: Bearer), never the session cookie.
 API_V1_PREFIX = "/api/v1/"
 # Under /api/ but public: the API's own description.
-PUBLIC_API_PATHS = frozenset({"/api/openapi.json"})
+PUBLIC_API_PATHS = frozenset({"/api/openapi.json", "/api/docs"})
+PUBLIC_API_PREFIX = "/api/docs/assets/"
 PUBLIC_API_PREFIXES = (
     "/chat-widget/conversations",
     "/chat-widget/history/",
@@ -119,7 +120,8 @@ async def api_key_middleware(request: web.Request, handler):
 async def session_middleware(request: web.Request, handler):
     """Loads the agent from the session cookie; guards /api/* (401 JSON, CSRF on unsafe).
     /api/v1/ is the integration API's: API keys only (api_key_middleware)."""
-    if request.path.startswith(API_V1_PREFIX) or request.path in PUBLIC_API_PATHS:
+    path = request.path
+    if path.startswith((API_V1_PREFIX, PUBLIC_API_PREFIX)) or path in PUBLIC_API_PATHS:
         request[AGENT] = request[SESSION_TOKEN] = None
         return await handler(request)
     token = credential(request.cookies.get("session"))

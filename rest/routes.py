@@ -37,6 +37,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/healthz", health.healthz)
     app[OPENAPI] = build_spec()
     r.add_get("/api/openapi.json", docs.openapi_json)
+    r.add_get("/api/docs", docs.reference_page)
+    r.add_get("/api/docs/assets/{name}", docs.asset)
     r.add_get("/auth/login", auth.login_form)
     r.add_post("/auth/login", auth.login)
     r.add_post("/auth/logout", auth.logout)

@@ -13,7 +13,7 @@ from tests.rest.test_api_v1 import V1, call, new_key
 # Routes that are not part of the HTTP API (pages, assets, Socket.IO, files).
 NOT_API = re.compile(
     r"^/(?:$|inbox|auth/login$|chat-widget$|chat-widget/(?:embed\.js|assets/)|uploads/|socket\.io/"
-    r"|api/openapi\.json)"
+    r"|api/openapi\.json|api/docs)"
 )
 
 
