@@ -12,6 +12,7 @@ from server.app_services import Services
 from server.bus import EventBus
 from server.db import Database, create_engine
 from server.outbox import OutboxConfig, OutboxDispatcher
+from server.services.api_keys import ApiKeyService
 from server.services.auth import AuthService
 from server.services.conversations import ConversationService
 from server.services.orgs import OrgService
@@ -60,4 +61,5 @@ def build_services(settings: Settings) -> Services:
         ),
         # Idle unless durable subscribers are registered on the bus before start().
         outbox=OutboxDispatcher(db, bus, OutboxConfig.from_settings(settings)),
+        api_keys=ApiKeyService(db),
     )

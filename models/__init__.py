@@ -2,10 +2,11 @@
 
 from models.base import Base
 from models.conversations import Conversation, ConversationSession, EndUser, Message
-from models.orgs import AuthSession, Channel, EmbedToken, Organization, User
+from models.orgs import ApiKey, AuthSession, Channel, EmbedToken, Organization, User
 from models.outbox import OutboxEvent
 
 __all__ = [
+    "ApiKey",
     "AuthSession",
     "Base",
     "Channel",

@@ -60,6 +60,9 @@ class Conversation(Base):
     # order; SQLite has one writer instead), computes the batch's seqs from it and sets it in
     # the same transaction as the inserts, so seq is gap-free and concurrent senders queue.
     last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # An integration's own data about the conversation (a JSON object; the integration API).
+    # "metadata" is reserved on declarative classes: the attribute is `meta`.
+    meta: Mapped[dict | None] = mapped_column("metadata", JsonType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
 

@@ -1,4 +1,4 @@
-"""Organizations, their agents, channels, embed tokens and agents' login sessions."""
+"""Organizations, their agents, channels, embed tokens, API keys and agents' login sessions."""
 
 from __future__ import annotations
 
@@ -67,6 +67,33 @@ class EmbedToken(Base):
     allowed_origins: Mapped[list] = mapped_column(JsonType, default=list)
     revoked_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
+
+
+API_KEY_SCOPES = ("conversations:read", "conversations:write", "webhooks:manage")
+
+
+class ApiKey(Base):
+    """A server's credential for the integration API (/api/v1/), of one organization."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
+    organization_id: Mapped[str] = mapped_column(
+        IdType, ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    # SHA-256 of the key (keys are 256-bit random, so a fast hash is enough); the key itself
+    # is shown once at creation.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[list] = mapped_column(JsonType, default=list)
+    # The agent who created it (None: the operator CLI).
+    created_by: Mapped[str | None] = mapped_column(
+        IdType, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
 
 
 class AuthSession(Base):

@@ -10,5 +10,10 @@ from server.app_services import Services
 SERVICES = web.AppKey("services", Services)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 
+# The OpenAPI document, built once when the routes are set up.
+OPENAPI = web.AppKey("openapi", dict)
+
 AGENT = web.RequestKey("agent", object)
 SESSION_TOKEN = web.RequestKey("session_token", object)
+# The IntegrationActor of the API key a /api/v1/ request presented.
+INTEGRATION = web.RequestKey("integration", object)

@@ -11,14 +11,15 @@ from functools import partial
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from rest.keys import AGENT, SERVICES, SESSION_TOKEN
-from server.actors import AgentActor
+from rest.keys import AGENT, INTEGRATION, SERVICES, SESSION_TOKEN
+from server.actors import AgentActor, IntegrationActor
 from server.errors import (
     DomainError,
     Forbidden,
     InvalidInput,
     NotAuthenticated,
     NotFound,
+    RateLimited,
     infrastructure_error,
 )
 from server.schemas import UUID_RE
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 
 _FRAME_ANCESTORS = re.compile(r"(?:^|;)\s*frame-ancestors([^;]*)", re.IGNORECASE)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The integration API: API keys (Authorization: Bearer), never the session cookie.
+API_V1_PREFIX = "/api/v1/"
+# Under /api/ but public: the API's own description.
+PUBLIC_API_PATHS = frozenset({"/api/openapi.json", "/api/docs"})
+PUBLIC_API_PREFIX = "/api/docs/assets/"
 PUBLIC_API_PREFIXES = (
     "/chat-widget/conversations",
     "/chat-widget/history/",
@@ -84,8 +90,40 @@ async def error_middleware(request: web.Request, handler):
 
 
 @web.middleware
+async def api_key_middleware(request: web.Request, handler):
+    """/api/v1/: the API key in `Authorization: Bearer <key>` makes the request an
+    integration's, looked up on every request (a revocation counts at once, everywhere), and
+    counted against the key's rate limit. A missing, malformed, unknown or revoked key gets
+    the same 401: nothing tells which."""
+    if not request.path.startswith(API_V1_PREFIX):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    services = request.app[SERVICES]
+    actor = None
+    if scheme.lower() == "bearer":
+        actor = await services.api_keys.authenticate(credential(key.strip()))
+    if actor is None:
+        raise NotAuthenticated("A valid API key is required (Authorization: Bearer <key>).")
+    limit = services.settings.api_requests_per_key
+    if limit:
+        retry = await services.limiter.hit(
+            "api:" + actor.key_id, limit, services.settings.api_requests_window_seconds
+        )
+        if retry:
+            raise RateLimited(retry, "Too many requests for this API key; slow down.")
+    request[INTEGRATION] = actor
+    return await handler(request)
+
+
+@web.middleware
 async def session_middleware(request: web.Request, handler):
-    """Loads the agent from the session cookie; guards /api/* (401 JSON, CSRF on unsafe)."""
+    """Loads the agent from the session cookie; guards /api/* (401 JSON, CSRF on unsafe).
+    /api/v1/ is the integration API's: API keys only (api_key_middleware)."""
+    path = request.path
+    if path.startswith((API_V1_PREFIX, PUBLIC_API_PREFIX)) or path in PUBLIC_API_PATHS:
+        request[AGENT] = request[SESSION_TOKEN] = None
+        return await handler(request)
     token = credential(request.cookies.get("session"))
     agent = await request.app[SERVICES].auth.agent_for_session(token) if token else None
     request[AGENT] = agent
@@ -149,7 +187,13 @@ async def headers_middleware(request: web.Request, handler):
     return response
 
 
-_CHAIN = (headers_middleware, cors_middleware, error_middleware, session_middleware)
+_CHAIN = (
+    headers_middleware,
+    cors_middleware,
+    error_middleware,
+    api_key_middleware,
+    session_middleware,
+)
 
 
 def _is_socketio_websocket(request: web.Request) -> bool:
@@ -202,6 +246,16 @@ def agent_of(request: web.Request) -> AgentActor:
     if agent is None:
         raise NotAuthenticated("Login required.")
     return agent
+
+
+def integration_of(request: web.Request, scope: str) -> IntegrationActor:
+    """The request's integration, if its key has `scope` (else 403)."""
+    actor = request.get(INTEGRATION)
+    if actor is None:
+        raise NotAuthenticated("A valid API key is required (Authorization: Bearer <key>).")
+    if not actor.has_scope(scope):
+        raise Forbidden(f"This API key does not have the scope {scope}.")
+    return actor
 
 
 def path_id(request: web.Request, name: str = "conversation_id") -> str:

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rest.handlers import admin, auth, conversations, health, uploads, widget, widget_page
+from rest.handlers import (
+    admin,
+    api_keys,
+    auth,
+    conversations,
+    docs,
+    health,
+    uploads,
+    v1,
+    widget,
+    widget_page,
+)
 from rest.handlers import inbox as inbox_app
+from rest.keys import OPENAPI
+from rest.openapi import build_spec
 from rest.pages import setup_templates
 from rest.widget_assets import WIDGET_ASSETS, WidgetAssets
 
 CONV = "/api/conversations/{conversation_id}"
+V1_CONV = "/api/v1/conversations/{conversation_id}"
 
 
 async def _root(request: web.Request) -> web.StreamResponse:
@@ -21,6 +35,10 @@ def setup_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/", _root)
     r.add_get("/healthz", health.healthz)
+    app[OPENAPI] = build_spec()
+    r.add_get("/api/openapi.json", docs.openapi_json)
+    r.add_get("/api/docs", docs.reference_page)
+    r.add_get("/api/docs/assets/{name}", docs.asset)
     r.add_get("/auth/login", auth.login_form)
     r.add_post("/auth/login", auth.login)
     r.add_post("/auth/logout", auth.logout)
@@ -45,6 +63,19 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/admin/embed-tokens", admin.list_embed_tokens)
     r.add_post("/api/admin/embed-tokens", admin.create_embed_token)
     r.add_post("/api/admin/embed-tokens/{token_id}/revoke", admin.revoke_embed_token)
+    r.add_get("/api/admin/api-keys", api_keys.list_api_keys)
+    r.add_post("/api/admin/api-keys", api_keys.create_api_key)
+    r.add_post("/api/admin/api-keys/{key_id}/revoke", api_keys.revoke_api_key)
+
+    # The integration API (API keys).
+    r.add_post("/api/v1/conversations", v1.open_conversation)
+    r.add_get("/api/v1/conversations", v1.list_conversations)
+    r.add_get(V1_CONV, v1.get_conversation)
+    r.add_patch(V1_CONV, v1.update_conversation)
+    r.add_post(V1_CONV + "/assign", v1.assign)
+    r.add_get(V1_CONV + "/messages", v1.list_messages)
+    r.add_post(V1_CONV + "/messages", v1.send_message)
+    r.add_post(V1_CONV + "/resolve", v1.resolve)
 
     r.add_post("/chat-widget/conversations", widget.open_conversation)
     r.add_get("/chat-widget/history/{conversation_id}", widget.history)

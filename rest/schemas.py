@@ -8,8 +8,13 @@ remembering to be.
 
 from __future__ import annotations
 
-from marshmallow import fields, validate
+from datetime import UTC
+from functools import partial
 
+import orjson
+from marshmallow import ValidationError, fields, validate
+
+from models.orgs import API_KEY_SCOPES
 from server.schemas import UUID_RE, Count, Strict, Uuid
 
 Tag = fields.String(validate=validate.Length(min=1, max=50))
@@ -103,3 +108,65 @@ class VisitorUploadSchema(Strict):
 
 class AgentUploadSchema(Strict):
     """POST /api/uploads carries only the field `file`."""
+
+
+# ---- the integration API (/api/v1/) -----------------------------------------------------------
+
+class CreateApiKeySchema(Strict):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    scopes = fields.List(
+        fields.String(validate=validate.OneOf(API_KEY_SCOPES)),
+        load_default=lambda: ["conversations:read", "conversations:write"],
+        validate=validate.Length(min=1, max=len(API_KEY_SCOPES)),
+    )
+
+
+def _small_object(value: dict) -> None:
+    if len(orjson.dumps(value)) > METADATA_MAX_BYTES:
+        raise ValidationError(f"Larger than {METADATA_MAX_BYTES} bytes.")
+
+
+METADATA_MAX_BYTES = 16_384
+Metadata = partial(fields.Dict, keys=fields.String(validate=validate.Length(min=1, max=100)),
+                   validate=_small_object)
+
+
+class V1OpenConversationSchema(Strict):
+    channel_id = Uuid(required=True)
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    display_name = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=200)
+    )
+    metadata = Metadata(load_default=None, allow_none=True)
+
+
+class V1UpdateConversationSchema(Strict):
+    display_name = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    metadata = Metadata(load_default=None)
+    tags = fields.List(Tag, load_default=None, validate=validate.Length(max=50))
+
+
+class V1AssignSchema(Strict):
+    agent_id = Uuid(required=True)
+
+
+class V1ConversationListQuerySchema(Strict):
+    status = fields.String(load_default=None, validate=validate.OneOf(("open", "resolved")))
+    # An agent's id, or "none": open and unassigned.
+    assignee = fields.String(
+        load_default=None, validate=validate.Regexp(rf"(?:none|{UUID_RE.pattern[1:-2]})\Z")
+    )
+    channel_id = Uuid(load_default=None)
+    updated_since = fields.AwareDateTime(load_default=None, format="iso", default_timezone=UTC)
+    limit = Count(1, 500, load_default=100)
+    cursor = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+
+
+class V1MessagesQuerySchema(Strict):
+    after_seq = Count(load_default=0)
+    # The guide's times are UTC without an offset; one with an offset is converted.
+    since = fields.AwareDateTime(load_default=None, format="iso", default_timezone=UTC)
+    sender_type = fields.String(
+        load_default=None, validate=validate.OneOf(("end_user", "agent", "bot"))
+    )
+    limit = Count(1, 500, load_default=100)

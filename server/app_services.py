@@ -12,6 +12,7 @@ from typing import Any
 from server.bus import EventBus
 from server.db import Database
 from server.outbox import OutboxDispatcher
+from server.services.api_keys import ApiKeyService
 from server.services.auth import AuthService
 from server.services.conversations import ConversationService
 from server.services.orgs import OrgService
@@ -37,6 +38,7 @@ class Services:
     orgs: OrgService
     widget: WidgetService
     uploads: UploadService
+    api_keys: ApiKeyService
     # Loops the edges run for as long as the services do (the socket layer's access sweep).
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Delivers the outbox to the durable subscribers registered on the bus (if any).

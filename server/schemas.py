@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+import orjson
 from marshmallow import (
     RAISE,
     Schema,
@@ -19,8 +20,10 @@ from marshmallow import (
     fields,
     pre_load,
     validate,
+    validates_schema,
 )
 
+from models.conversations import CONTENT_TYPES
 from server.validation import MAX_INT, first_unstorable, unstorable_reason
 
 # \Z, not $: "$" also matches before a trailing newline, letting "<uuid>\n" through.
@@ -133,6 +136,49 @@ RICH_MEDIA_SCHEMAS = {
     "carousel": CarouselSchema(),
     "dropdown": DropdownSchema(),
 }
+
+
+class MessageBodySchema(Strict):
+    """What a message says, as every sender gives it (a socket's send_message, the
+    integration API): content, its type, the rich media that type calls for, and the
+    client's id for retries. Limits are the settings' (max_content_length,
+    max_rich_media_bytes)."""
+
+    content = fields.String(load_default="", allow_none=True)
+    content_type = fields.String(load_default="text", validate=validate.OneOf(CONTENT_TYPES))
+    rich_media = fields.Dict(load_default=None, allow_none=True)
+    client_message_id = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=1, max=64)
+    )
+
+    def __init__(
+        self, *, max_content_length: int = 10_000, max_rich_media_bytes: int = 16_384, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.max_content_length = max_content_length
+        self.max_rich_media_bytes = max_rich_media_bytes
+
+    @validates_schema(skip_on_field_errors=True)
+    def _check(self, data, **_kwargs):
+        if data["content"] is None:
+            data["content"] = ""
+        if len(data["content"]) > self.max_content_length:
+            raise ValidationError(f"Longer than {self.max_content_length} characters.", "content")
+        ctype, media = data["content_type"], data["rich_media"]
+        if ctype == "text":
+            if media is not None:
+                raise ValidationError("Text messages carry no rich_media.", "rich_media")
+            if not data["content"].strip():
+                raise ValidationError("A text message needs content.", "content")
+            return
+        if media is None:
+            raise ValidationError(f"Required for content_type {ctype}.", "rich_media")
+        if len(orjson.dumps(media)) > self.max_rich_media_bytes:
+            raise ValidationError(f"Larger than {self.max_rich_media_bytes} bytes.", "rich_media")
+        try:
+            data["rich_media"] = RICH_MEDIA_SCHEMAS[ctype].load(media)
+        except ValidationError as exc:
+            raise ValidationError({"rich_media": exc.messages}) from None
 
 
 def Count(minimum: int = 0, maximum: int = MAX_INT, **kwargs):  # noqa: N802 - a field factory

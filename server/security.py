@@ -14,6 +14,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 EMBED_TOKEN_PREFIX = "ew_"
+API_KEY_PREFIX = "ck_"
 
 
 def hash_password(password: str) -> str:
@@ -33,6 +34,10 @@ def sha256_hex(value: str) -> str:
 
 def new_embed_token() -> str:
     return EMBED_TOKEN_PREFIX + secrets.token_urlsafe(24)
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def new_session_token() -> str:

@@ -80,6 +80,12 @@ def conversation(row: Any) -> dict[str, Any]:
     }
 
 
+def conversation_for_integration(row: Any) -> dict[str, Any]:
+    """The integration API's conversation: the guide's shape, plus the integration's own
+    metadata and the seq of the conversation's last message."""
+    return {**conversation(row), "metadata": row.metadata, "last_seq": row.last_seq}
+
+
 # ---- domain events (outbox, webhooks) ---------------------------------------------------------
 
 def event_envelope(event: DomainEvent, event_id: str | None = None) -> dict[str, Any]:

@@ -122,6 +122,9 @@ class Settings:
     new_conversations_per_address: int = 10
     new_conversations_per_token: int = 600
     new_conversations_window_seconds: float = 60.0
+    # Integration API (/api/v1/): requests per API key per sliding window (0 turns it off).
+    api_requests_per_key: int = 600
+    api_requests_window_seconds: float = 60.0
     # Visitor uploads (POST /chat-widget/uploads); per visitor = per conversation.
     visitor_uploads_per_address: int = 60
     visitor_uploads_per_visitor: int = 20
@@ -198,6 +201,10 @@ class Settings:
             new_conversations_per_token=_int(env, "CHATD_NEW_CONVERSATIONS_PER_TOKEN", 600),
             new_conversations_window_seconds=_float(
                 env, "CHATD_NEW_CONVERSATIONS_WINDOW_SECONDS", 60.0, 1.0
+            ),
+            api_requests_per_key=_int(env, "CHATD_API_REQUESTS_PER_KEY", 600),
+            api_requests_window_seconds=_float(
+                env, "CHATD_API_REQUESTS_WINDOW_SECONDS", 60.0, 1.0
             ),
             visitor_uploads_per_address=_int(env, "CHATD_VISITOR_UPLOADS_PER_ADDRESS", 60),
             visitor_uploads_per_visitor=_int(env, "CHATD_VISITOR_UPLOADS_PER_VISITOR", 20),

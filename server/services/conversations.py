@@ -9,15 +9,31 @@ commit, so a client never sees what was not stored, and an ack means the message
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from models import Conversation, ConversationSession, EmbedToken, EndUser, Message
+from models import (
+    Channel,
+    Conversation,
+    ConversationSession,
+    EmbedToken,
+    EndUser,
+    Message,
+    User,
+)
 from models.base import new_id, utcnow
 from server import serializers
-from server.actors import Actor, ActorKind, AgentActor, EndUserActor, StaffActor
+from server.actors import (
+    Actor,
+    ActorKind,
+    AgentActor,
+    EndUserActor,
+    IntegrationActor,
+    StaffActor,
+)
 from server.db import Database
 from server.domain_events import (
     ConversationAssigned,
@@ -41,6 +57,18 @@ _S = ConversationSession.__table__
 _E = EndUser.__table__
 _M = Message.__table__
 _T = EmbedToken.__table__
+_CH = Channel.__table__
+_U = User.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """Where a conversation is opened: an organization's channel, under an embed token (the
+    widget) or none (the integration API)."""
+
+    organization_id: str
+    channel_id: str
+    id: str | None  # the embed token's
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +93,7 @@ def _conversation_select():
         _C.c.created_at,
         _C.c.updated_at,
         _C.c.last_seq,
+        _C.c["metadata"].label("metadata"),
         _E.c.id.label("end_user_id"),
         _E.c.external_id,
         _E.c.display_name,
@@ -203,6 +232,128 @@ class ConversationService:
             rows = (await session.execute(stmt)).all()
         return [serializers.conversation(r) for r in rows]
 
+    # ---- the integration API ----------------------------------------------------------------
+
+    async def list_for_integration(
+        self,
+        actor: IntegrationActor,
+        status: str | None = None,
+        assignee: str | None = None,
+        channel_id: str | None = None,
+        updated_since: datetime | None = None,
+        limit: int = 100,
+        cursor: tuple[datetime, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], tuple[datetime, str] | None]:
+        """The organization's conversations, least recently updated first (a poller keeps
+        its place with the cursor: (updated_at, id) of the last one seen). Filters: status
+        `open` (an open session) or `resolved` (none), assignee an agent id or `none`
+        (open and unassigned), channel, updated at or after `updated_since` (UTC).
+        Returns (conversations, the next page's cursor or None)."""
+        stmt = _conversation_select().where(_C.c.organization_id == actor.organization_id)
+        if status == "open":
+            stmt = stmt.where(_S.c.id.is_not(None))
+        elif status == "resolved":
+            stmt = stmt.where(_S.c.id.is_(None))
+        if assignee == "none":
+            stmt = stmt.where(_S.c.id.is_not(None), _S.c.assigned_agent_id.is_(None))
+        elif assignee is not None:
+            stmt = stmt.where(_S.c.assigned_agent_id == assignee)
+        if channel_id is not None:
+            stmt = stmt.where(_C.c.channel_id == channel_id)
+        if updated_since is not None:
+            stmt = stmt.where(_C.c.updated_at >= updated_since)
+        if cursor is not None:
+            after_time, after_id = cursor
+            stmt = stmt.where(
+                or_(
+                    _C.c.updated_at > after_time,
+                    and_(_C.c.updated_at == after_time, _C.c.id > after_id),
+                )
+            )
+        stmt = stmt.order_by(_C.c.updated_at.asc(), _C.c.id.asc()).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(stmt)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = (rows[-1].updated_at, rows[-1].id) if more else None
+        return [serializers.conversation_for_integration(r) for r in rows], next_cursor
+
+    async def get_for_integration(
+        self, actor: IntegrationActor, conversation_id: str
+    ) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            row = await self._load(conn, actor, conversation_id)
+        return serializers.conversation_for_integration(row)
+
+    async def update_for_integration(
+        self,
+        actor: IntegrationActor,
+        conversation_id: str,
+        display_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Set the end user's display name, replace the conversation's metadata, replace the
+        open session's tags (Conflict when there is none). Only what is given changes."""
+        async with self.db.unit_of_work() as uow:
+            s = uow.conn
+            row = await self._load(s, actor, conversation_id)
+            if tags is not None:
+                if row.session_id is None:
+                    raise Conflict("No open session to tag: the conversation is resolved.")
+                await s.execute(
+                    update(_S).where(_S.c.id == row.session_id).values(tags=normalize_tags(tags))
+                )
+            if display_name is not None:
+                await s.execute(
+                    update(_E).where(_E.c.id == row.end_user_id).values(display_name=display_name)
+                )
+            values: dict[str, Any] = {"updated_at": utcnow()}
+            if metadata is not None:
+                values["metadata"] = metadata
+            await s.execute(update(_C).where(_C.c.id == conversation_id).values(**values))
+            row = await self._load(s, actor, conversation_id)
+        return serializers.conversation_for_integration(row)
+
+    async def assign_to_agent(
+        self, actor: IntegrationActor, conversation_id: str, agent_id: str
+    ) -> dict[str, Any]:
+        """Hand the open session to an agent of the organization (the integration routes
+        it). Raises NotFound (conversation, or no such agent in the organization), Conflict
+        (no open session). Raises ConversationAssigned when the holder changes."""
+        now = utcnow()
+        async with self.db.unit_of_work() as uow:
+            s = uow.conn
+            row = await self._load(s, actor, conversation_id)
+            agent = (
+                await s.execute(
+                    select(_U.c.id).where(
+                        _U.c.id == agent_id, _U.c.organization_id == actor.organization_id
+                    )
+                )
+            ).first()
+            if agent is None:
+                raise NotFound("Agent not found.")
+            if row.session_id is None:
+                raise Conflict("The conversation has no open session to assign.")
+            if row.assigned_agent_id != agent_id:
+                await s.execute(
+                    update(_S)
+                    .where(_S.c.id == row.session_id)
+                    .values(assigned_agent_id=agent_id, assigned_at=now)
+                )
+                uow.raise_event(
+                    ConversationAssigned(
+                        actor.organization_id,
+                        conversation_id,
+                        row.session_id,
+                        agent_id,
+                        serializers.iso(now),
+                    )
+                )
+            row = await self._load(s, actor, conversation_id)
+        return serializers.conversation_for_integration(row)
+
     # ---- opening a conversation (widget, native apps) ------------------------------------
 
     async def create_or_get_conversation(
@@ -221,7 +372,11 @@ class ConversationService:
         token = await self.live_embed_token(embed_token, origin, own_origin)
         for attempt in range(3):
             try:
-                return await self._create_or_get(token, external_id, customer_name)
+                return await self._create_or_get(
+                    _Entry(token.organization_id, token.channel_id, token.id),
+                    external_id,
+                    customer_name,
+                )
             except IntegrityError:
                 # Two first requests of one visitor raced; the loser finds the winner's rows.
                 if attempt == 2:
@@ -245,7 +400,33 @@ class ConversationService:
             raise Forbidden(ORIGIN_REFUSED)
         return row
 
-    async def _create_or_get(self, token, external_id: str, customer_name: str | None):
+    async def open_for_integration(
+        self,
+        actor: IntegrationActor,
+        channel_id: str,
+        external_id: str,
+        display_name: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or get the conversation of `external_id` on a channel of the integration's
+        organization (a server opening a conversation for its user). Raises NotFound for a
+        channel of another organization. Returns (conversation, created)."""
+        stmt = select(_CH.c.id).where(
+            _CH.c.id == channel_id, _CH.c.organization_id == actor.organization_id
+        )
+        async with self.db.read() as conn:
+            if (await conn.execute(stmt)).first() is None:
+                raise NotFound("Channel not found.")
+        for attempt in range(3):
+            try:
+                return await self._create_or_get(
+                    _Entry(actor.organization_id, channel_id, None), external_id, display_name
+                )
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _create_or_get(self, token: _Entry, external_id: str, customer_name: str | None):
         created = False
         async with self.db.unit_of_work() as uow:
             s = uow.conn
@@ -282,7 +463,7 @@ class ConversationService:
                 )
             ).first()
             conv_id = conv.id if conv is not None else None
-            if conv is not None and conv.embed_token_id != token.id:
+            if conv is not None and token.id is not None and conv.embed_token_id != token.id:
                 # The visitor is now under the token that opened the conversation last.
                 await s.execute(
                     update(_C).where(_C.c.id == conv_id).values(embed_token_id=token.id)
@@ -356,6 +537,35 @@ class ConversationService:
                 stmt = stmt.order_by(_M.c.seq.desc()).limit(limit).offset(offset)
                 rows = list(reversed((await session.execute(stmt)).all()))
         return [serializers.message(r) for r in rows]
+
+    async def messages_page(
+        self,
+        actor: StaffActor,
+        conversation_id: str,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        sender_type: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """For the integration API: messages after `after_seq`, oldest first, optionally only
+        those created at or after `since` (UTC) and of one `sender_type`. Returns {"messages",
+        "next_after_seq"}: the seq to pass as after_seq for the next page, None when this page
+        is the last. Raises NotFound."""
+        async with self.db.read() as conn:
+            await self._load(conn, actor, conversation_id)
+            stmt = select(_M).where(_M.c.conversation_id == conversation_id, _M.c.seq > after_seq)
+            if since is not None:
+                stmt = stmt.where(_M.c.created_at >= since)
+            if sender_type is not None:
+                stmt = stmt.where(_M.c.sender_type == sender_type)
+            stmt = stmt.order_by(_M.c.seq.asc()).limit(limit + 1)
+            rows = (await conn.execute(stmt)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "messages": [serializers.message(r) for r in rows],
+            "next_after_seq": rows[-1].seq if more else None,
+        }
 
     async def widget_history(
         self,

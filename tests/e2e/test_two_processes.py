@@ -253,3 +253,48 @@ async def test_killing_a_process_marks_its_agents_offline(cluster, clients, clus
     assert offline["status"] == "offline"
     ack = await watcher.call("join_org_presence")
     assert online["agent_id"] not in ack["online"]
+
+
+async def test_a_key_revoked_on_one_process_is_refused_by_the_other(
+    cluster, clients, cluster_env
+):
+    a, b = cluster
+    org = bootstrap(cluster_env)
+    cookie, csrf = await clients.login(a.url, org["email"])
+    admin = {"Cookie": f"session={cookie}", "X-CSRFToken": csrf}
+    async with clients.http.post(
+        a.url + "/api/admin/api-keys", json={"name": "two"}, headers=admin
+    ) as resp:
+        assert resp.status == 201
+        created = await resp.json()
+    bearer = {"Authorization": f"Bearer {created['key']}"}
+    conv = await open_conversation(clients, a.url, org["embed_token"])
+    visitor = await clients.connect(b.url)
+    joined = await visitor.call(
+        "join_conversation",
+        {"conversation_id": conv["id"], "external_id": conv["end_user"]["external_id"]},
+    )
+    assert "error" not in joined
+
+    # Sent through process A's v1, delivered live to the visitor on process B.
+    async with clients.http.post(
+        f"{a.url}/api/v1/conversations/{conv['id']}/messages",
+        json={"content": "From the game server"},
+        headers=bearer,
+    ) as resp:
+        assert resp.status == 201
+    (got,) = await visitor.wait_for("message_received")
+    assert got["sender_type"] == "bot" and got["content"] == "From the game server"
+
+    async with clients.http.get(
+        f"{b.url}/api/v1/conversations/{conv['id']}", headers=bearer
+    ) as resp:
+        assert resp.status == 200
+    async with clients.http.post(
+        f"{a.url}/api/admin/api-keys/{created['id']}/revoke", headers=admin
+    ) as resp:
+        assert resp.status == 200
+    async with clients.http.get(
+        f"{b.url}/api/v1/conversations/{conv['id']}", headers=bearer
+    ) as resp:
+        assert resp.status == 401

@@ -40,6 +40,7 @@ export function startConsole() {
   $("#user-form").addEventListener("submit", createUser);
   $("#channel-form").addEventListener("submit", createChannel);
   $("#token-form").addEventListener("submit", createToken);
+  $("#api-key-form").addEventListener("submit", createApiKey);
   window.addEventListener("hashchange", () => show(routeOf(window.location.hash)));
   show(routeOf(window.location.hash));
 }
@@ -113,8 +114,13 @@ function revokeButton(token) {
 }
 
 function loadIntegrations() {
-  return Promise.all([api("/api/admin/channels"), api("/api/admin/embed-tokens")])
-    .then(([channels, tokens]) => {
+  return Promise.all([
+    api("/api/admin/channels"),
+    api("/api/admin/embed-tokens"),
+    api("/api/admin/api-keys"),
+  ])
+    .then(([channels, tokens, keys]) => {
+      renderApiKeys(keys);
       const select = $("#token-channel");
       select.replaceChildren(...channels.map((c) => el("option", { value: c.id, text: c.name })));
       $("#channel-table tbody").replaceChildren(
@@ -187,6 +193,53 @@ function createToken(event) {
       $("#new-token").hidden = false;
       $("#new-token-value").textContent = created.token;
       $("#new-token-snippet").textContent = snippet(created.token);
+      return loadIntegrations();
+    })
+    .catch((err) => toast(err.message));
+}
+
+function revokeKeyButton(key) {
+  return el("button", {
+    class: "button small",
+    type: "button",
+    text: "Revoke",
+    onclick: () =>
+      api("/api/admin/api-keys/" + encodeURIComponent(key.id) + "/revoke", { method: "POST" })
+        .then(loadIntegrations)
+        .catch((err) => toast(err.message)),
+  });
+}
+
+function renderApiKeys(keys) {
+  $("#api-key-table tbody").replaceChildren(
+    ...keys.map((k) =>
+      el(
+        "tr",
+        { dataset: { apiKeyId: k.id, revoked: k.revoked_at ? "true" : "false" } },
+        el("td", { class: "mono", text: k.key_prefix + "…" }),
+        el("td", { text: k.name }),
+        el("td", { text: (k.scopes || []).join(", ") }),
+        el("td", {
+          text: k.last_used_at ? k.last_used_at.slice(0, 16).replace("T", " ") : "never",
+        }),
+        el("td", { text: k.revoked_at ? "Revoked" : "Active" }),
+        el("td", {}, k.revoked_at ? null : revokeKeyButton(k)),
+      ),
+    ),
+  );
+}
+
+function createApiKey(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const data = new FormData(form);
+  const body = { name: String(data.get("name") || ""), scopes: data.getAll("scopes") };
+  api("/api/admin/api-keys", { method: "POST", json: body })
+    .then((created) => {
+      form.reset();
+      // Shown once: the server keeps only its hash.
+      $("#new-api-key").hidden = false;
+      $("#new-api-key-value").textContent = created.key;
       return loadIntegrations();
     })
     .catch((err) => toast(err.message));

@@ -921,6 +921,44 @@ async def test_an_admin_creates_an_embed_token_and_sees_its_snippet_once(
         await expect(page.locator(".filters")).to_be_visible()
 
 
+async def test_an_admin_creates_an_api_key_that_works_until_revoked_in_the_console(
+    browser, factory
+):
+    org = await factory.org()
+    owner = await factory.owner(org)
+    conv = await factory.conversation(org)
+
+    async def v1_status(key: str) -> int:
+        async with factory.http.get(
+            f"{factory.url}/api/v1/conversations/{conv['id']}",
+            headers={"Authorization": f"Bearer {key}"},
+        ) as resp:
+            return resp.status
+
+    async with signed_in(browser, factory, owner) as inbox:
+        page = inbox.page
+        await page.click('.console-nav a[data-nav="integrations"]')
+        await page.fill('#api-key-form input[name="name"]', "Game backend")
+        await page.uncheck('#api-key-form input[value="conversations:write"]')
+        await page.click('#api-key-form button[type="submit"]')
+        shown = page.locator("#new-api-key-value")
+        await expect(shown).to_have_text(re.compile(r"^ck_"))
+        key = await shown.text_content()
+        row = page.locator("#api-key-table tbody tr", has_text="Game backend")
+        await expect(row).to_contain_text("conversations:read")
+        await expect(row).not_to_contain_text("conversations:write")
+        await expect(row).to_contain_text(key[:9])
+        assert key not in await page.locator("#api-key-table").inner_text()
+
+        assert await v1_status(key) == 200
+        await page.reload()  # the key is not shown again, only its prefix
+        await expect(page.locator("#new-api-key")).to_be_hidden()
+        await expect(row).to_contain_text("Active")
+        await row.locator("button", has_text="Revoke").click()
+        await expect(row).to_contain_text("Revoked")
+        assert await v1_status(key) == 401
+
+
 async def test_an_agent_sees_no_admin_pages_or_controls(browser, factory):
     org = await factory.org()
     agent = await factory.agent(org)

@@ -1,0 +1,554 @@
+"""The OpenAPI 3.1 document of the HTTP API, generated with apispec from the marshmallow
+schemas the handlers validate with (request bodies and query strings), so what is documented
+is what is enforced. Responses are described by the output schemas below, which mirror
+server/serializers.py; tests check live answers against them.
+
+Served at /api/openapi.json without authentication (rest/handlers/docs.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema, fields
+
+from rest import schemas as rs
+from server.schemas import MessageBodySchema
+
+VERSION = "1.0.0"
+
+
+# ---- output shapes (documentation only; built by server/serializers.py) ----------------------
+
+class ErrorDetail(Schema):
+    code = fields.String(required=True, metadata={"description": "A stable error code."})
+    message = fields.String(required=True)
+    field_errors = fields.Dict(
+        data_key="fields", metadata={"description": "Per-field problems (invalid_input)."}
+    )
+    retry_after_ms = fields.Integer(metadata={"description": "rate_limited, unavailable"})
+
+
+class Error(Schema):
+    error = fields.Nested(ErrorDetail, required=True)
+
+
+class EndUser(Schema):
+    id = fields.String(required=True)
+    display_name = fields.String(allow_none=True, required=True)
+    external_id = fields.String(required=True)
+
+
+class ActiveSession(Schema):
+    id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["open"]})
+    assigned_agent_id = fields.String(allow_none=True, required=True)
+    tags = fields.List(fields.String(), required=True)
+
+
+class Conversation(Schema):
+    id = fields.String(required=True)
+    end_user = fields.Nested(EndUser, required=True)
+    channel_id = fields.String(required=True)
+    active_session = fields.Nested(ActiveSession, allow_none=True, required=True)
+    created_at = fields.String(required=True, metadata={"description": "UTC, ISO 8601"})
+    updated_at = fields.String(required=True)
+
+
+class IntegrationConversation(Conversation):
+    metadata = fields.Dict(allow_none=True, required=True)
+    last_seq = fields.Integer(required=True)
+
+
+class Message(Schema):
+    id = fields.String(required=True)
+    conversation_id = fields.String(required=True)
+    session_id = fields.String(required=True)
+    seq = fields.Integer(required=True, metadata={"description": "Gap-free per conversation."})
+    sender_type = fields.String(required=True, metadata={"enum": ["end_user", "agent", "bot"]})
+    sender_id = fields.String(required=True)
+    content_type = fields.String(required=True)
+    content = fields.String(required=True)
+    rich_media = fields.Dict(allow_none=True, required=True)
+    read_by = fields.Dict(
+        required=True, metadata={"description": "reader id -> first read time (UTC)"}
+    )
+    created_at = fields.String(required=True)
+
+
+class WidgetMessage(Schema):
+    id = fields.String(required=True)
+    conversation_id = fields.String(required=True)
+    seq = fields.Integer(required=True)
+    sender_type = fields.String(required=True)
+    sender_id = fields.String(required=True)
+    content_type = fields.String(required=True)
+    content = fields.String(required=True)
+    rich_media = fields.Dict(allow_none=True, required=True)
+    created_at = fields.String(required=True)
+
+
+class MessagePage(Schema):
+    messages = fields.List(fields.Nested(Message), required=True)
+    next_after_seq = fields.Integer(
+        allow_none=True, required=True, metadata={"description": "after_seq of the next page"}
+    )
+
+
+class ConversationPage(Schema):
+    conversations = fields.List(fields.Nested(IntegrationConversation), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class Assignment(Schema):
+    id = fields.String(required=True)
+    assigned_agent_id = fields.String(required=True)
+    assigned_at = fields.String(required=True)
+
+
+class Resolution(Schema):
+    id = fields.String(required=True)
+    session_id = fields.String(required=True)
+    status = fields.String(required=True, metadata={"enum": ["resolved"]})
+    tags = fields.List(fields.String(), required=True)
+    resolved_at = fields.String(required=True)
+
+
+class User(Schema):
+    id = fields.String(required=True)
+    organization_id = fields.String(required=True)
+    email = fields.String(required=True)
+    display_name = fields.String(required=True)
+    role = fields.String(required=True, metadata={"enum": ["owner", "admin", "agent"]})
+
+
+class Me(Schema):
+    user = fields.Nested(User, required=True)
+    csrf_token = fields.String(required=True)
+
+
+class Channel(Schema):
+    id = fields.String(required=True)
+    type = fields.String(required=True, metadata={"enum": ["webchat", "mobile_sdk"]})
+    name = fields.String(required=True)
+    created_at = fields.String(required=True)
+
+
+class EmbedToken(Schema):
+    id = fields.String(required=True)
+    channel_id = fields.String(required=True)
+    name = fields.String(required=True)
+    token_prefix = fields.String(required=True)
+    allowed_origins = fields.List(fields.String(), required=True)
+    revoked_at = fields.String(allow_none=True, required=True)
+    created_at = fields.String(required=True)
+    token = fields.String(metadata={"description": "Only in the creation's answer."})
+
+
+class ApiKey(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    key_prefix = fields.String(required=True)
+    scopes = fields.List(fields.String(), required=True)
+    created_by = fields.String(allow_none=True, required=True)
+    created_at = fields.String(required=True)
+    last_used_at = fields.String(allow_none=True, required=True)
+    revoked_at = fields.String(allow_none=True, required=True)
+    key = fields.String(metadata={"description": "Only in the creation's answer: keep it."})
+
+
+class Upload(Schema):
+    url = fields.String(required=True)
+    filename = fields.String(required=True)
+    size = fields.Integer(required=True)
+    mime_type = fields.String(required=True)
+
+
+# ---- the document -----------------------------------------------------------------------------
+
+SESSION = [{"session": [], "csrf": []}]
+SESSION_READ = [{"session": []}]
+API_KEY_READ = [{"apiKey": ["conversations:read"]}]
+API_KEY_WRITE = [{"apiKey": ["conversations:write"]}]
+CONV_ID = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _json(schema: Any, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _multipart(properties: dict[str, Any]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "required": sorted(properties)}
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    names = {
+        400: "Invalid input (invalid_input).",
+        401: "No valid credentials (not_authenticated).",
+        403: "Not allowed (forbidden).",
+        404: "Not found, or not yours (not_found).",
+        409: "The state does not allow it (conflict).",
+        429: "Too many requests (rate_limited); see Retry-After.",
+        503: "A service is down (unavailable); retry after Retry-After.",
+    }
+    return {str(s): _json("Error", names[s]) for s in statuses}
+
+
+def _op(
+    summary: str,
+    tags: list[str],
+    security: list | None,
+    responses: dict[str, Any],
+    body: Any = None,
+    query: Any = None,
+    path_params: list[dict] | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "tags": tags, "responses": responses}
+    if description:
+        op["description"] = description
+    op["security"] = security if security is not None else []
+    params = list(path_params or [])
+    if query is not None:
+        params.append({"in": "query", "schema": query})
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def build_spec() -> dict[str, Any]:
+    spec = APISpec(
+        title="chatd HTTP API",
+        version=VERSION,
+        openapi_version="3.1.0",
+        plugins=[MarshmallowPlugin()],
+        info={
+            "description": (
+                "The agent API (browser session), the widget's public endpoints, and the "
+                "integration API (/api/v1/, API keys). Real-time events are Socket.IO's: see "
+                "the README. Times are UTC, ISO 8601."
+            )
+        },
+    )
+    comp = spec.components
+    comp.security_scheme("session", {"type": "apiKey", "in": "cookie", "name": "session"})
+    comp.security_scheme("csrf", {"type": "apiKey", "in": "header", "name": "X-CSRFToken"})
+    comp.security_scheme(
+        "apiKey",
+        {"type": "http", "scheme": "bearer", "description": "An API key (ck_...)."},
+    )
+    for name, schema in [
+        ("Error", Error),
+        ("Conversation", Conversation),
+        ("IntegrationConversation", IntegrationConversation),
+        ("Message", Message),
+        ("WidgetMessage", WidgetMessage),
+        ("MessagePage", MessagePage),
+        ("ConversationPage", ConversationPage),
+        ("Assignment", Assignment),
+        ("Resolution", Resolution),
+        ("User", User),
+        ("Me", Me),
+        ("Channel", Channel),
+        ("EmbedToken", EmbedToken),
+        ("ApiKey", ApiKey),
+        ("Upload", Upload),
+    ]:
+        comp.schema(name, schema=schema)
+
+    def many(name: str) -> dict[str, Any]:
+        return {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}
+
+    agent, admin, widget, v1 = ["Agent API"], ["Administration"], ["Widget"], ["Integration API"]
+    conv = "/api/conversations/{conversation_id}"
+    v1conv = "/api/v1/conversations/{conversation_id}"
+    paths: dict[str, dict[str, Any]] = {
+        "/healthz": {
+            "get": _op("Liveness", ["Operations"], [], {"200": {"description": "OK"}})
+        },
+        "/auth/login": {
+            "post": _op(
+                "Sign in (JSON; the login page posts a form)",
+                agent,
+                [],
+                {"200": _json("Me"), **_errors(400, 401, 429)},
+                body=rs.LoginSchema,
+                description="Sets the session cookie; answers the CSRF token for unsafe calls.",
+            )
+        },
+        "/auth/logout": {"post": _op("Sign out", agent, SESSION, {"200": {"description": "OK"}})},
+        "/api/me": {"get": _op("Who is signed in", agent, SESSION_READ, {"200": _json("Me")})},
+        "/api/team": {
+            "get": _op("The team", agent, SESSION_READ, {"200": _json(many("User"))})
+        },
+        "/api/conversations/": {
+            "get": _op(
+                "List conversations (unassigned, mine, all)",
+                agent,
+                SESSION_READ,
+                {"200": _json(many("Conversation")), **_errors(400, 401)},
+                query=rs.ConversationListQuerySchema,
+            )
+        },
+        conv: {
+            "get": _op(
+                "Get a conversation",
+                agent,
+                SESSION_READ,
+                {"200": _json("Conversation"), **_errors(401, 404)},
+                path_params=[CONV_ID],
+            )
+        },
+        conv + "/messages": {
+            "get": _op(
+                "Message history (newest page, or after_seq)",
+                agent,
+                SESSION_READ,
+                {"200": _json(many("Message")), **_errors(400, 401, 404)},
+                query=rs.HistoryQuerySchema,
+                path_params=[CONV_ID],
+            )
+        },
+        conv + "/assign": {
+            "post": _op(
+                "Claim the open session",
+                agent,
+                SESSION,
+                {"200": _json("Assignment"), **_errors(401, 403, 404, 409)},
+                path_params=[CONV_ID],
+            )
+        },
+        conv + "/resolve": {
+            "post": _op(
+                "Resolve the open session, adding tags",
+                agent,
+                SESSION,
+                {"200": _json("Resolution"), **_errors(400, 401, 403, 404, 409)},
+                body=rs.ResolveSchema,
+                path_params=[CONV_ID],
+            )
+        },
+        conv + "/tags": {
+            "post": _op(
+                "Replace the open session's tags",
+                agent,
+                SESSION,
+                {"200": _json("Conversation"), **_errors(400, 401, 403, 404, 409)},
+                body=rs.TagsSchema,
+                path_params=[CONV_ID],
+            )
+        },
+        "/api/admin/users": {
+            "get": _op("Team members", admin, SESSION_READ, {"200": _json(many("User"))}),
+            "post": _op(
+                "Add a team member",
+                admin,
+                SESSION,
+                {"201": _json("User"), **_errors(400, 401, 403, 409)},
+                body=rs.CreateUserSchema,
+            ),
+        },
+        "/api/admin/channels": {
+            "get": _op("Channels", admin, SESSION_READ, {"200": _json(many("Channel"))}),
+            "post": _op(
+                "Add a channel",
+                admin,
+                SESSION,
+                {"201": _json("Channel"), **_errors(400, 401, 403)},
+                body=rs.CreateChannelSchema,
+            ),
+        },
+        "/api/admin/embed-tokens": {
+            "get": _op("Embed tokens", admin, SESSION_READ, {"200": _json(many("EmbedToken"))}),
+            "post": _op(
+                "Issue an embed token (shown once)",
+                admin,
+                SESSION,
+                {"201": _json("EmbedToken"), **_errors(400, 401, 403, 404)},
+                body=rs.CreateEmbedTokenSchema,
+            ),
+        },
+        "/api/admin/embed-tokens/{token_id}/revoke": {
+            "post": _op(
+                "Revoke an embed token",
+                admin,
+                SESSION,
+                {"200": _json("EmbedToken"), **_errors(401, 403, 404)},
+                path_params=[{**CONV_ID, "name": "token_id"}],
+            )
+        },
+        "/api/admin/api-keys": {
+            "get": _op("API keys", admin, SESSION_READ, {"200": _json(many("ApiKey"))}),
+            "post": _op(
+                "Create an API key (the key is shown once)",
+                admin,
+                SESSION,
+                {"201": _json("ApiKey"), **_errors(400, 401, 403)},
+                body=rs.CreateApiKeySchema,
+            ),
+        },
+        "/api/admin/api-keys/{key_id}/revoke": {
+            "post": _op(
+                "Revoke an API key (from the next request, on every process)",
+                admin,
+                SESSION,
+                {"200": _json("ApiKey"), **_errors(401, 403, 404)},
+                path_params=[{**CONV_ID, "name": "key_id"}],
+            )
+        },
+        "/chat-widget/conversations": {
+            "post": _op(
+                "Open (or find) a visitor's conversation",
+                widget,
+                [],
+                {
+                    "200": _json("Conversation", "It existed"),
+                    "201": _json("Conversation", "Created"),
+                    **_errors(400, 403, 429),
+                },
+                body=rs.WidgetConversationSchema,
+            )
+        },
+        "/chat-widget/history/{conversation_id}": {
+            "get": _op(
+                "A visitor's history",
+                widget,
+                [],
+                {"200": _json(many("WidgetMessage")), **_errors(400, 403, 404)},
+                query=rs.WidgetHistoryQuerySchema,
+                path_params=[CONV_ID],
+            )
+        },
+        "/api/uploads": {
+            "post": {
+                **_op(
+                    "Upload a file an agent sends (then send it as an image or file message)",
+                    agent,
+                    SESSION,
+                    {"201": _json("Upload"), **_errors(400, 401, 403)},
+                ),
+                "requestBody": _multipart({"file": {"type": "string", "format": "binary"}}),
+            }
+        },
+        "/chat-widget/uploads": {
+            "post": {
+                **_op(
+                    "Upload a file a visitor sends",
+                    widget,
+                    [],
+                    {"201": _json("Upload"), **_errors(400, 403, 404, 429)},
+                ),
+                "requestBody": _multipart(
+                    {
+                        "file": {"type": "string", "format": "binary"},
+                        "embed_token": {"type": "string"},
+                        "external_id": {"type": "string"},
+                        "conversation_id": {"type": "string"},
+                    }
+                ),
+            }
+        },
+        "/api/v1/conversations": {
+            "get": _op(
+                "List conversations (filters, cursor)",
+                v1,
+                API_KEY_READ,
+                {"200": _json("ConversationPage"), **_errors(400, 401, 403, 429)},
+                query=rs.V1ConversationListQuerySchema,
+            ),
+            "post": _op(
+                "Create or get the conversation of channel_id + external_id",
+                v1,
+                API_KEY_WRITE,
+                {
+                    "200": _json("IntegrationConversation", "It existed"),
+                    "201": _json("IntegrationConversation", "Created"),
+                    **_errors(400, 401, 403, 404, 429),
+                },
+                body=rs.V1OpenConversationSchema,
+            ),
+        },
+        v1conv: {
+            "get": _op(
+                "Get a conversation",
+                v1,
+                API_KEY_READ,
+                {"200": _json("IntegrationConversation"), **_errors(401, 403, 404, 429)},
+                path_params=[CONV_ID],
+            ),
+            "patch": _op(
+                "Update display name, metadata, tags",
+                v1,
+                API_KEY_WRITE,
+                {"200": _json("IntegrationConversation"), **_errors(400, 401, 403, 404, 409)},
+                body=rs.V1UpdateConversationSchema,
+                path_params=[CONV_ID],
+            ),
+        },
+        v1conv + "/messages": {
+            "get": _op(
+                "Messages after a seq, since a time, of a sender type",
+                v1,
+                API_KEY_READ,
+                {"200": _json("MessagePage"), **_errors(400, 401, 403, 404, 429)},
+                query=rs.V1MessagesQuerySchema,
+                path_params=[CONV_ID],
+            ),
+            "post": _op(
+                "Send a message as the integration (sender_type bot)",
+                v1,
+                API_KEY_WRITE,
+                {
+                    "200": _json("Message", "A retry: the original"),
+                    "201": _json("Message", "Stored and delivered live"),
+                    **_errors(400, 401, 403, 404, 429),
+                },
+                body=MessageBodySchema,
+                path_params=[CONV_ID],
+            ),
+        },
+        v1conv + "/assign": {
+            "post": _op(
+                "Hand the open session to an agent",
+                v1,
+                API_KEY_WRITE,
+                {"200": _json("IntegrationConversation"), **_errors(400, 401, 403, 404, 409)},
+                body=rs.V1AssignSchema,
+                path_params=[CONV_ID],
+            )
+        },
+        v1conv + "/resolve": {
+            "post": _op(
+                "Resolve (finish) the open session",
+                v1,
+                API_KEY_WRITE,
+                {"200": _json("Resolution"), **_errors(400, 401, 403, 404, 409)},
+                body=rs.ResolveSchema,
+                path_params=[CONV_ID],
+            )
+        },
+    }
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    return _ecma_patterns(spec.to_dict())
+
+
+def _ecma_patterns(node: Any) -> Any:
+    """JSON Schema patterns are ECMA-262 regular expressions: Python's end anchor \\Z (used so
+    that "$" cannot match before a trailing newline) is written $ there."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "pattern" and isinstance(v, str):
+                out[k] = v.replace("\\Z", "$")
+            else:
+                out[k] = _ecma_patterns(v)
+        return out
+    if isinstance(node, list):
+        return [_ecma_patterns(v) for v in node]
+    return node
