@@ -32,7 +32,13 @@ TEST_LIMITS = {
 
 
 class ServerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path, inherit_env: bool = True) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        inherit_env: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         env = {**TEST_LIMITS, **env}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,6 +54,7 @@ class ServerProcess:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *extra_args,
             ],
             cwd=ROOT,
             env={**os.environ, **env} if inherit_env else env,
