@@ -102,9 +102,13 @@ class ApiKeyService:
 
     async def list(self, actor: AgentActor) -> list[dict[str, Any]]:
         self._require_admin(actor)
+        return await self.list_for_organization(actor.organization_id)
+
+    async def list_for_organization(self, organization_id: str) -> list[dict[str, Any]]:
+        """The organization's keys, newest first (never the keys themselves)."""
         stmt = (
             select(_K)
-            .where(_K.c.organization_id == actor.organization_id)
+            .where(_K.c.organization_id == organization_id)
             .order_by(_K.c.created_at.desc(), _K.c.id)
         )
         async with self.db.read() as conn:
@@ -114,21 +118,23 @@ class ApiKeyService:
         """Revoke a key of the agent's organization; a second revoke keeps the first time.
         Raises Forbidden (role), NotFound (no such key in this organization)."""
         self._require_admin(actor)
+        return await self.revoke_for_organization(actor.organization_id, key_id)
+
+    async def revoke_for_organization(self, organization_id: str, key_id: str) -> dict[str, Any]:
+        """The operator's revoke (the CLI); scoped to the named organization."""
         async with self.db.unit_of_work() as uow:
             await uow.conn.execute(
                 update(_K)
                 .where(
                     _K.c.id == key_id,
-                    _K.c.organization_id == actor.organization_id,
+                    _K.c.organization_id == organization_id,
                     _K.c.revoked_at.is_(None),
                 )
                 .values(revoked_at=utcnow())
             )
             row = (
                 await uow.conn.execute(
-                    select(_K).where(
-                        _K.c.id == key_id, _K.c.organization_id == actor.organization_id
-                    )
+                    select(_K).where(_K.c.id == key_id, _K.c.organization_id == organization_id)
                 )
             ).first()
         if row is None:

@@ -296,6 +296,77 @@ class OrgService:
                 raise NotFound("Embed token not found.")
         return token_public(row)
 
+    # ---- operator use cases (the CLI) ---------------------------------------------------
+    # The operator runs `chatd` on the server with the database credentials, so is trusted
+    # with every organization: no actor and no role check; every load is still scoped to the
+    # organization named on the command line.
+
+    async def _require_org(self, s, org_id: str) -> None:
+        if (await s.execute(select(_O.c.id).where(_O.c.id == org_id))).first() is None:
+            raise NotFound("Organization not found.")
+
+    async def operator_list_embed_tokens(self, org_id: str) -> list[dict[str, Any]]:
+        """Operator path: the organization's embed tokens (never the secrets). NotFound."""
+        async with self.db.read() as s:
+            await self._require_org(s, org_id)
+            rows = (
+                await s.execute(
+                    select(_T).where(_T.c.organization_id == org_id).order_by(_T.c.created_at)
+                )
+            ).all()
+        return [token_public(r) for r in rows]
+
+    async def operator_create_embed_token(
+        self,
+        org_id: str,
+        channel_id: str | None,
+        name: str,
+        allowed_origins: list[str],
+    ) -> dict[str, Any]:
+        """Operator path: issue a token for a webchat channel of the organization (its first
+        webchat channel when none is named); the token is shown once. NotFound, InvalidInput."""
+        origins = [normalize_origin(o) for o in allowed_origins]
+        token = new_embed_token()
+        async with self.db.unit_of_work() as uow:
+            s = uow.conn
+            await self._require_org(s, org_id)
+            query = select(_Ch).where(_Ch.c.organization_id == org_id)
+            if channel_id is None:
+                query = query.where(_Ch.c.type == "webchat").order_by(_Ch.c.created_at).limit(1)
+            else:
+                query = query.where(_Ch.c.id == channel_id)
+            channel = (await s.execute(query)).first()
+            if channel is None:
+                raise NotFound("Channel not found.")
+            if channel.type != "webchat":
+                raise InvalidInput("Embed tokens are for webchat channels.")
+            token_id = await self._insert_token(s, org_id, channel.id, name, token, origins)
+            row = (await s.execute(select(_T).where(_T.c.id == token_id))).one()
+        return {**token_public(row), "token": token}
+
+    async def operator_revoke_embed_token(self, org_id: str, token_id: str) -> dict[str, Any]:
+        """Operator path: revoke a token of the organization (idempotent); open widget sockets
+        under it are cut by the access sweep. NotFound."""
+        async with self.db.unit_of_work() as uow:
+            s = uow.conn
+            await s.execute(
+                update(_T)
+                .where(
+                    _T.c.id == token_id,
+                    _T.c.organization_id == org_id,
+                    _T.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=utcnow())
+            )
+            row = (
+                await s.execute(
+                    select(_T).where(_T.c.id == token_id, _T.c.organization_id == org_id)
+                )
+            ).first()
+            if row is None:
+                raise NotFound("Embed token not found.")
+        return token_public(row)
+
     async def has_any_organization(self) -> bool:
         async with self.db.read() as s:
             return (await s.execute(select(_O.c.id).limit(1))).first() is not None

@@ -38,9 +38,11 @@ class ServerProcess:
         log_path: Path,
         inherit_env: bool = True,
         module: str = "chatd",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         """`module`: what `python -m` runs (another entry module that takes `serve --host
-        --port`, e.g. the outbox tests' app with a durable subscriber)."""
+        --port`, e.g. the outbox tests' app with a durable subscriber). `extra_args`: more
+        arguments of `serve`."""
         env = {**TEST_LIMITS, **env}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,6 +58,7 @@ class ServerProcess:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                *extra_args,
             ],
             cwd=ROOT,
             env={**os.environ, **env} if inherit_env else env,

@@ -31,6 +31,12 @@ async def test_serve_on_a_fresh_machine_prints_a_working_demo_login_and_token(tm
         email = re.search(r"email\s+(\S+)", printed).group(1)
         password = re.search(r"password\s+(\S+)", printed).group(1)
         token = re.search(r"embed token\s+(ew_\S+)", printed).group(1)
+        # Ready to paste: the widget snippet with this token, and where agents answer.
+        snippet = re.search(r'<script src="([^"]+)" data-embed-token="([^"]+)"></script>', printed)
+        assert snippet and snippet.group(1) == server.url + "/chat-widget/embed.js"
+        assert snippet.group(2) == token
+        assert re.search(r"inbox\s+" + re.escape(server.url + "/inbox"), printed)
+        assert "owner login" in printed and "agent login" not in printed
         assert (tmp_path / "data" / "chatd.sqlite3").exists()
         async with aiohttp.ClientSession() as http:
             async with http.get(server.url + "/healthz") as resp:
@@ -38,6 +44,9 @@ async def test_serve_on_a_fresh_machine_prints_a_working_demo_login_and_token(tm
             async with http.post(
                 server.url + "/auth/login", json={"email": email, "password": password}
             ) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["user"]["role"] == "owner"
+            async with http.get(snippet.group(1)) as resp:
                 assert resp.status == 200
             async with http.post(
                 server.url + "/chat-widget/conversations",
