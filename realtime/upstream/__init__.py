@@ -7,7 +7,9 @@ the new upstream source.
 
 engine.py (python-engineio 4.15.1)
   - engineio.async_socket.AsyncSocket: subclassed as LeanAsyncSocket; __init__ (the queue),
-    poll, schedule_ping and close overridden, _websocket_handler copied and changed.
+    poll, schedule_ping, handle_post_request (copied: the body read whole; an oversized POST
+    closes without waiting) and
+    close overridden, _websocket_handler copied and changed.
   - engineio.async_server.async_socket.AsyncSocket: the module attribute python-engineio
     instantiates, replaced by use_lean_sockets().
   - engineio.packet.Packet.encode: overridden by EncodedPacket (encoded once).
