@@ -15,6 +15,7 @@ import sys
 
 from server import migrate
 from server.errors import DomainError
+from server.logs import configure_logging
 from server.settings import Settings, SettingsError
 
 
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format, settings.log_level)
     try:
         if args.command == "serve":
             serve(settings, args.host, args.port)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from rest.handlers import admin, auth, conversations, health, uploads, widget, widget_page
 from rest.handlers import inbox as inbox_app
+from rest.observability import metrics_handler, readyz
 from rest.widget_assets import WIDGET_ASSETS, WidgetAssets
 
 CONV = "/api/conversations/{conversation_id}"
@@ -19,6 +20,8 @@ def setup_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/", _root)
     r.add_get("/healthz", health.healthz)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics_handler)
     r.add_get("/auth/login", auth.login_form)
     r.add_post("/auth/login", auth.login)
     r.add_post("/auth/logout", auth.logout)
