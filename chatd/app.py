@@ -51,9 +51,14 @@ def create_app(
     metrics.watch(live_metrics(app, namespace))
     setup_routes(app)
     app.cleanup_ctx.append(_services_ctx)
+    app.on_startup.append(_start_manager)
     app.on_shutdown.append(mark_shutting_down)  # first: /readyz answers 503 from here on
     app.on_shutdown.append(_close_connections)
     return app
+
+
+async def _start_manager(app: web.Application) -> None:
+    app[SIO].start_manager()
 
 
 async def _close_connections(app: web.Application) -> None:

@@ -245,7 +245,10 @@ async def readyz(request: web.Request) -> web.Response:
         checks["fanout"] = "not configured"
     else:
         checks["redis"] = await _check(services.redis.ping())
-        probe = getattr(app[SIO].manager, "probe", None)
+        sio = app[SIO]
+        if hasattr(sio, "start_manager"):
+            sio.start_manager()  # started at start-up; here for an app run without startup
+        probe = getattr(sio.manager, "probe", None)
         checks["fanout"] = await _check(probe(PROBE_TIMEOUT)) if probe else "not configured"
     failed = sorted(
         k for k, v in checks.items() if v not in ("ok", "not configured")
