@@ -138,10 +138,14 @@ class CountingLimiter:
         self.inner = inner
         self.metrics = metrics
 
-    @staticmethod
-    def _limit(key: str) -> str:
+    # The second part of a key that names the kind of limit (login:ip:<address>); other keys
+    # carry an id there (send:<organization>:<end user>), never a label.
+    _KINDS = frozenset({"addr", "token", "conv", "ip", "email"})
+
+    @classmethod
+    def _limit(cls, key: str) -> str:
         parts = key.split(":", 2)
-        return ":".join(parts[:2]) if parts[0] == "login" else parts[0]
+        return f"{parts[0]}:{parts[1]}" if len(parts) > 1 and parts[1] in cls._KINDS else parts[0]
 
     async def hit(self, key: str, limit: int, window_s: float) -> int:
         retry = await self.inner.hit(key, limit, window_s)
