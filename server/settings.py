@@ -146,8 +146,8 @@ class Settings:
     socket_rate_limit_messages: int = 30
     socket_rate_limit_window_seconds: float = 10.0
     # REST abuse limits on the widget's public endpoints, per sliding window (0 turns one
-    # off). The address is the TCP peer (request.remote): behind a proxy or load balancer
-    # every visitor shares its address, so raise or turn off the per-address limits there.
+    # off). The address is request.remote: the TCP peer, or the client's address forwarded
+    # by a proxy listed in trusted_proxies (without one, every visitor shares the proxy's).
     # New conversations (POST /chat-widget/conversations and the widget page); a visitor who
     # already has one is not counted.
     new_conversations_per_address: int = 10
