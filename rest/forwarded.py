@@ -14,7 +14,7 @@ Only a request whose TCP peer is trusted has its X-Forwarded-* headers read:
 - the host is X-Forwarded-Host when present (the Host header is replaced with it, so every
   reader agrees), else the Host the proxy passed on (nginx: `proxy_set_header Host
   $http_host`);
-- X-Request-Id is kept as the request's id (rest/observability.py), else one is generated.
+- X-Request-Id is kept as the request's id (rest/observability.py generates one otherwise).
 With no trusted proxy configured every request is taken as it comes: the TCP peer is the
 client, as before.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import uuid
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -72,8 +71,7 @@ class ForwardedHeaders:
     def resolve(self, request: web.Request) -> web.Request:
         peer = request.remote
         if not self.trusts(peer):
-            request[REQUEST_ID] = uuid.uuid4().hex
-            return request
+            return request  # nothing stored: an idle websocket carries no extra state
         headers = request.headers
         changes: dict = {}
         forwarded_for = headers.getall("X-Forwarded-For", [])
@@ -90,7 +88,8 @@ class ForwardedHeaders:
             changes["host"] = host
         clone = request.clone(**changes) if changes else request
         given = headers.get("X-Request-Id", "")
-        clone[REQUEST_ID] = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        if _REQUEST_ID.match(given):
+            clone[REQUEST_ID] = given
         return clone
 
 

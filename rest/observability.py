@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
+import uuid
 from collections.abc import Callable
 
 from aiohttp import web
@@ -179,7 +180,7 @@ async def access_middleware(request: web.Request, handler):
     """Echo the request id (rest/forwarded.py: the trusted proxy's X-Request-Id, else a new
     one) and log one line per request: method, path (never the query: tokens travel there),
     status, duration, request id. Socket.IO websockets skip the chain (rest/middlewares.py)."""
-    rid = request.get(REQUEST_ID) or ""
+    rid = request.get(REQUEST_ID) or uuid.uuid4().hex
     token = request_id_var.set(rid)
     start = time.perf_counter()
     status = 500
