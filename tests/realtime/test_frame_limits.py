@@ -117,11 +117,15 @@ async def test_an_oversized_polling_post_is_answered_and_the_session_closed(serv
                 assert resp.status == 400
 
 
-async def test_a_polling_post_within_the_limit_is_accepted(server):
+async def test_a_polling_post_at_the_limit_is_read_whole_and_accepted(server, settings):
     async with aiohttp.ClientSession() as http:
         sid = await _open_polling(http, server.base_url)
         endpoint = f"{server.base_url}/socket.io/?EIO=4&transport=polling&sid={sid}"
         async with http.post(endpoint, data=b"40") as resp:
+            assert resp.status == 200
+        # Exactly the limit (well above the former 64 KiB), arriving in several reads.
+        body = b"4" + b"x" * (settings.max_http_buffer_size - 1)
+        async with http.post(endpoint, data=body) as resp:
             assert resp.status == 200
             assert await resp.text() == "OK"
 
