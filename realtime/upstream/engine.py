@@ -191,13 +191,13 @@ class LeanAsyncSocket(engineio_async_socket.AsyncSocket):
 
         The stock raises ContentTooLongError and the server then calls disconnect(), whose
         close(wait=True) waits for a poll to take the CLOSE packet: with no poll pending the
-        POST's handler waited forever. Closed here without waiting (abort: no poll will take
-        a CLOSE), the server finds the socket closed and answers 400.
+        POST's handler waited forever. Closed here without waiting (a pending poll still takes
+        the CLOSE packet and ends), the server finds the socket closed and answers 400.
         """
         length = int(environ.get("CONTENT_LENGTH", "0") or 0)
         if length > self.server.max_http_buffer_size:
             self.server.logger.info("%s: polling POST of %d bytes refused", self.sid, length)
-            await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_ERROR)
+            await self.close(wait=False, reason=self.server.reason.TRANSPORT_ERROR)
             raise engineio_exceptions.ContentTooLongError()
         # The stock reads with StreamReader.read(length), which returns what has arrived so
         # far: a large body (a 10,000-character message) was cut and refused as malformed.
