@@ -20,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from models.orgs import API_KEY_SCOPES
 from server import migrate
 from server.errors import DomainError
+from server.logs import configure_logging
 from server.settings import Settings, SettingsError
 
 DEMO_OWNER_EMAIL = "owner@example.com"
@@ -379,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format, settings.log_level)
     try:
         _run(args, settings)
     except startup.StartupError as err:

@@ -13,8 +13,10 @@ from realtime.namespace import ChatNamespace
 from realtime.projection import SocketProjection
 from realtime.server import create_sio
 from realtime.upstream.transport import close_connections
+from rest.forwarded import FORWARDED, ForwardedHeaders
 from rest.keys import SERVICES, SIO
 from rest.middlewares import middlewares
+from rest.observability import METRICS, Metrics, live_metrics, mark_shutting_down
 from rest.routes import setup_routes
 from server.app_services import Services
 from server.bus import DurableSubscriber
@@ -26,9 +28,12 @@ def create_app(
 ) -> web.Application:
     """The application. `durable`: extra durable subscribers of the bus (fed from the outbox)."""
     settings = settings or Settings.from_env()
-    services = build_services(settings)
+    metrics = Metrics()
+    services = build_services(settings, metrics=metrics)
     app = web.Application(middlewares=middlewares(), client_max_size=256 * 1024)
     app[SERVICES] = services
+    app[METRICS] = metrics
+    app[FORWARDED] = ForwardedHeaders(settings.trusted_proxies)
 
     sio = create_sio(settings)
     namespace = ChatNamespace(services)
@@ -43,10 +48,17 @@ def create_app(
     for subscriber in durable:
         services.bus.subscribe_durable(subscriber)
 
+    metrics.watch(live_metrics(app, namespace))
     setup_routes(app)
     app.cleanup_ctx.append(_services_ctx)
+    app.on_startup.append(_start_manager)
+    app.on_shutdown.append(mark_shutting_down)  # first: /readyz answers 503 from here on
     app.on_shutdown.append(_close_connections)
     return app
+
+
+async def _start_manager(app: web.Application) -> None:
+    app[SIO].start_manager()
 
 
 async def _close_connections(app: web.Application) -> None:

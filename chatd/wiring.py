@@ -24,7 +24,9 @@ from server.services.widget import VisitorLimits, WidgetService
 from server.settings import Settings
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics=None) -> Services:
+    """`metrics` (rest/observability.Metrics): counts rate-limit refusals, failed logins and
+    the message writer's batches; None for the CLI."""
     bus = EventBus()
     db = Database(create_engine(settings.database_url), bus)
     redis = None
@@ -41,7 +43,12 @@ def build_services(settings: Settings) -> Services:
     else:
         limiter = MemoryRateLimiter()
         presence_store = MemoryPresenceStore()
+    if metrics is not None:
+        from rest.observability import CountingLimiter
+
+        limiter = CountingLimiter(limiter, metrics)
     conversations = ConversationService(db)
+    conversations.writer.observer = metrics
     limits = VisitorLimits(limiter, settings)
     widget = WidgetService(db, conversations, limits=limits)
     return Services(

@@ -32,8 +32,8 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         # the session cookie are checked against allowed origins in the connect handler.
         cors_allowed_origins="*",
         max_http_buffer_size=settings.max_http_buffer_size,
-        ping_interval=25,
-        ping_timeout=20,
+        ping_interval=settings.ping_interval_seconds,
+        ping_timeout=settings.ping_timeout_seconds,
     )
     # A copy: the driver table is module-level and shared by every server in the process.
     sio.eio._async = {**sio.eio._async, "websocket": UncompressedWebSocket}

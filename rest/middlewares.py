@@ -11,7 +11,9 @@ from functools import partial
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
+from rest.forwarded import FORWARDED
 from rest.keys import AGENT, INTEGRATION, SERVICES, SESSION_TOKEN
+from rest.observability import access_middleware
 from server.actors import AgentActor, IntegrationActor
 from server.errors import (
     DomainError,
@@ -188,6 +190,7 @@ async def headers_middleware(request: web.Request, handler):
 
 
 _CHAIN = (
+    access_middleware,
     headers_middleware,
     cors_middleware,
     error_middleware,
@@ -213,7 +216,13 @@ def middleware_chain(request: web.Request, handler):
     the namespace authenticates the cookie and checks the Origin itself, and its errors are
     Socket.IO packets. Not a coroutine on purpose: returning the handler's coroutine leaves
     no frame of ours behind. Polling requests, short-lived, take the chain as usual.
+
+    Every request, websockets included, first gets the client's scheme, host and address
+    from a trusted proxy's X-Forwarded-* headers (rest/forwarded.py).
     """
+    forwarded = request.app.get(FORWARDED)
+    if forwarded is not None:
+        request = forwarded.resolve(request)
     if not _is_socketio_websocket(request):
         for mw in reversed(_CHAIN):
             handler = partial(mw, handler=handler)

@@ -271,6 +271,31 @@ def build_spec() -> dict[str, Any]:
         "/healthz": {
             "get": _op("Liveness", ["Operations"], [], {"200": {"description": "OK"}})
         },
+        "/readyz": {
+            "get": _op(
+                "Readiness: database, Redis and a fan-out round trip; 503 while shutting down",
+                ["Operations"],
+                [],
+                {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+            )
+        },
+        "/metrics": {
+            "get": {
+                **_op(
+                    "Prometheus metrics (bearer CHATD_METRICS_TOKEN when it is set)",
+                    ["Operations"],
+                    [],
+                    {"401": {"description": "A metrics token is set and was not given"}},
+                ),
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": {"description": "A metrics token is set and was not given"},
+                },
+            }
+        },
         "/auth/login": {
             "post": _op(
                 "Sign in (JSON; the login page posts a form)",

@@ -18,6 +18,7 @@ from rest.handlers import (
 )
 from rest.handlers import inbox as inbox_app
 from rest.keys import OPENAPI
+from rest.observability import metrics_handler, readyz
 from rest.openapi import build_spec
 from rest.pages import setup_templates
 from rest.widget_assets import WIDGET_ASSETS, WidgetAssets
@@ -39,6 +40,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/openapi.json", docs.openapi_json)
     r.add_get("/api/docs", docs.reference_page)
     r.add_get("/api/docs/assets/{name}", docs.asset)
+    r.add_get("/readyz", readyz)
+    r.add_get("/metrics", metrics_handler)
     r.add_get("/auth/login", auth.login_form)
     r.add_post("/auth/login", auth.login)
     r.add_post("/auth/logout", auth.logout)

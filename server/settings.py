@@ -5,6 +5,7 @@ The defaults give the embedded run: a SQLite file, one process, no other service
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,6 +61,32 @@ def _origins(raw: str | None) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.replace("\n", ",").split(",") if o.strip())
 
 
+def _networks(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """Addresses or CIDRs, comma or space separated; each checked, kept as written."""
+    raw = env.get(name) or ""
+    items = tuple(i for i in raw.replace(",", " ").split() if i)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name} must list IP addresses or CIDRs (like 10.0.0.0/8), got {item!r}"
+            ) from None
+    return items
+
+
+def _choice(
+    env: dict[str, str], name: str, default: str, choices: tuple[str, ...], upper: bool = False
+) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    value = raw.upper() if upper else raw.lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
 def normalize_database_url(url: str) -> str:
     """Accept the plain URLs operators paste and pick the async drivers we ship."""
     if url.startswith("postgres://"):
@@ -94,7 +121,11 @@ class Settings:
     typing_timeout_seconds: float = 5.0
     max_content_length: int = 10_000
     max_rich_media_bytes: int = 16_384
-    max_http_buffer_size: int = 64 * 1024
+    # The largest Engine.IO packet (websocket frame or polling POST body) a client may send.
+    # Sized from the worst-case send_message (docs/operations.md, "Frame size"): content at
+    # max_content_length escaped by python-socketio's client (12 bytes per astral character)
+    # plus rich_media at max_rich_media_bytes escaped (3x) plus the envelope, rounded up.
+    max_http_buffer_size: int = 192 * 1024
     presence_ttl_seconds: float = 15.0
     # Connections to Redis for rate limits and presence. Callers beyond this wait for a free
     # connection instead of failing (redis-py's default pool refuses above 100).
@@ -115,8 +146,8 @@ class Settings:
     socket_rate_limit_messages: int = 30
     socket_rate_limit_window_seconds: float = 10.0
     # REST abuse limits on the widget's public endpoints, per sliding window (0 turns one
-    # off). The address is the TCP peer (request.remote): behind a proxy or load balancer
-    # every visitor shares its address, so raise or turn off the per-address limits there.
+    # off). The address is request.remote: the TCP peer, or the client's address forwarded
+    # by a proxy listed in trusted_proxies (without one, every visitor shares the proxy's).
     # New conversations (POST /chat-widget/conversations and the widget page); a visitor who
     # already has one is not counted.
     new_conversations_per_address: int = 10
@@ -141,6 +172,16 @@ class Settings:
     outbox_backoff_base_seconds: float = 1.0
     outbox_backoff_cap_seconds: float = 300.0
     outbox_retention_seconds: float = 86_400.0
+    # Operations: proxies, transport timings, metrics and logs (docs/operations.md).
+    # Peers (addresses or CIDRs) whose X-Forwarded-For/-Proto/-Host and X-Request-Id are
+    # believed; empty: none (the TCP peer is the client).
+    trusted_proxies: tuple[str, ...] = ()
+    ping_interval_seconds: int = 25
+    ping_timeout_seconds: int = 20
+    # Bearer token for GET /metrics; empty: open (see docs/operations.md).
+    metrics_token: str = ""
+    log_format: str = "text"
+    log_level: str = "INFO"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -182,7 +223,7 @@ class Settings:
             typing_timeout_seconds=_float(env, "CHATD_TYPING_TIMEOUT_SECONDS", 5.0, 0.1),
             max_content_length=_int(env, "CHATD_MAX_CONTENT_LENGTH", 10_000, 1),
             max_rich_media_bytes=_int(env, "CHATD_MAX_RICH_MEDIA_BYTES", 16_384, 256),
-            max_http_buffer_size=_int(env, "CHATD_MAX_HTTP_BUFFER_SIZE", 64 * 1024, 4096),
+            max_http_buffer_size=_int(env, "CHATD_MAX_HTTP_BUFFER_SIZE", 192 * 1024, 4096),
             presence_ttl_seconds=_float(env, "CHATD_PRESENCE_TTL_SECONDS", 15.0, 1.0),
             redis_max_connections=_int(env, "CHATD_REDIS_MAX_CONNECTIONS", 32, 1),
             gc_freeze=_bool(env, "CHATD_GC_FREEZE", True),
@@ -219,6 +260,15 @@ class Settings:
             outbox_backoff_base_seconds=_float(env, "CHATD_OUTBOX_BACKOFF_BASE_SECONDS", 1.0, 0.01),
             outbox_backoff_cap_seconds=_float(env, "CHATD_OUTBOX_BACKOFF_CAP_SECONDS", 300.0, 0.01),
             outbox_retention_seconds=_float(env, "CHATD_OUTBOX_RETENTION_SECONDS", 86_400.0, 1.0),
+            # Operations
+            trusted_proxies=_networks(env, "CHATD_TRUSTED_PROXIES"),
+            ping_interval_seconds=_int(env, "CHATD_PING_INTERVAL_SECONDS", 25, 1),
+            ping_timeout_seconds=_int(env, "CHATD_PING_TIMEOUT_SECONDS", 20, 1),
+            metrics_token=env.get("CHATD_METRICS_TOKEN", "").strip(),
+            log_format=_choice(env, "CHATD_LOG_FORMAT", "text", ("text", "json")),
+            log_level=_choice(
+                env, "CHATD_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
+            ),
         )
         if settings.outbox_backoff_cap_seconds < settings.outbox_backoff_base_seconds:
             raise SettingsError(

@@ -7,7 +7,9 @@ the new upstream source.
 
 engine.py (python-engineio 4.15.1)
   - engineio.async_socket.AsyncSocket: subclassed as LeanAsyncSocket; __init__ (the queue),
-    poll, schedule_ping and close overridden, _websocket_handler copied and changed.
+    poll, schedule_ping, handle_post_request (copied: the body read whole; an oversized POST
+    closes without waiting) and
+    close overridden, _websocket_handler copied and changed.
   - engineio.async_server.async_socket.AsyncSocket: the module attribute python-engineio
     instantiates, replaced by use_lean_sockets().
   - engineio.packet.Packet.encode: overridden by EncodedPacket (encoded once).
@@ -19,6 +21,8 @@ server.py (python-socketio 5.18.1)
     AsyncServer._binary_packet, ._send_packet, ._handle_connect, ._handle_disconnect,
     ._handle_ack and manager.sid_from_eio_sid.
   - socketio.AsyncServer._handle_event: wrapped (ChatServer).
+  - socketio.AsyncServer.manager_initialized and manager.initialize(): ChatServer.start_manager
+    does at start-up what _handle_eio_connect does at the first connection.
   - socketio.packet.Packet.decode and .add_attachment: wrapped (ChatPacket); Packet.json
     replaced by _OrjsonModule.
 
@@ -38,5 +42,6 @@ managers.py (python-socketio 5.18.1)
   - socketio.AsyncRedisManager (GatedRedisManager): _publish overridden,
     _redis_listen_with_retries and _listen copied and changed; relies on _redis_connect,
     _get_redis_module, redis, redis_url, redis_options, channel, connected and host_id, and on
-    AsyncPubSubManager.emit calling the local emit without keyword arguments.
+    AsyncPubSubManager.emit calling the local emit without keyword arguments. probe() publishes
+    with redis and channel directly; _listen takes the probe out before _thread sees it.
 """

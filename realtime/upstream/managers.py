@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 
 import socketio
@@ -251,6 +252,32 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
         # conversation id -> the highest seq whose message_received never reached Redis.
         self._unpublished: dict[str, int] = {}
         self._reannouncer: asyncio.Task | None = None
+        # token -> the future a readiness probe waits on (see probe()).
+        self._probes: dict[str, asyncio.Future] = {}
+        self.publish_errors = 0  # batches that could not be written to Redis (/metrics)
+
+    async def probe(self, timeout: float = 2.0) -> None:
+        """A round trip through the fan-out channel (/readyz): publish a probe and wait for
+        this process's own subscription to receive it. Raises TimeoutError when it does not
+        come back, or the publish's error. Other processes ignore the probe (an unknown
+        method); ours never reaches python-socketio's handlers (_listen takes it out)."""
+        token = secrets.token_hex(8)
+        waiter = asyncio.get_running_loop().create_future()
+        self._probes[token] = waiter
+        try:
+            async with asyncio.timeout(timeout):
+                if not self.connected:
+                    self._redis_connect()
+                await self.redis.publish(self.channel, _PROBE_PREFIX + token.encode() + b'"}')
+                await waiter
+        finally:
+            self._probes.pop(token, None)
+
+    def _probe_received(self, data: bytes) -> None:
+        token = data[len(_PROBE_PREFIX) : len(_PROBE_PREFIX) + 16].decode("ascii", "replace")
+        waiter = self._probes.get(token)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _publish(self, data):
         self._outbox.append(self.json.dumps(data))
@@ -272,6 +299,7 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
                 except Exception as exc:  # noqa: BLE001 - logged; Redis may come back
                     self.connected = False
                     if attempt == 2:
+                        self.publish_errors += 1
                         log.error("cannot publish %d events to redis: %s", len(batch), exc)
                         self._dropped(batch)
 
@@ -322,7 +350,11 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
             if message.get("type") == "subscribe":
                 self.announce_heads()
             elif message.get("type") == "message" and "data" in message:
-                yield message["data"]
+                data = message["data"]
+                if isinstance(data, bytes) and data.startswith(_PROBE_PREFIX):
+                    self._probe_received(data)
+                    continue
+                yield data
 
     def announce_heads(self) -> None:
         """Announce (soon, once) every local conversation room's head seq to its sockets."""
@@ -410,6 +442,9 @@ class GatedRedisManager(socketio.AsyncRedisManager, ReplayGateMixin):
                         "host_id": self.host_id,
                     }
                 )
+
+
+_PROBE_PREFIX = b'{"method":"chatd_probe","token":"'
 
 
 async def _close_quietly(pubsub, client) -> None:

@@ -131,6 +131,15 @@ class ChatServer(socketio.AsyncServer):
     The socket stays connected either way.
     """
 
+    def start_manager(self) -> None:
+        """Start the client manager now; python-socketio starts it at the first connection
+        (AsyncServer._handle_eio_connect). With Redis that is the fan-out subscription: up
+        from start-up, and there for /readyz to probe before any client connected."""
+        if not self.manager_initialized:
+            self.manager_initialized = True
+            self.manager.initialize()
+
+
     async def _handle_eio_message(self, eio_sid, data):
         pending = self._binary_packet.get(eio_sid)
         if pending is not None and isinstance(data, str):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +154,8 @@ class _Item:
 class MessageWriter:
     db: Database
     batch_max: int = BATCH_MAX
+    # Told each batch's size and each commit's duration (rest/observability.Metrics).
+    observer: Any = None
     _queue: asyncio.Queue | None = field(default=None, init=False)
     _task: asyncio.Task | None = field(default=None, init=False)
 
@@ -193,6 +196,8 @@ class MessageWriter:
             batch = [await queue.get()]
             while len(batch) < self.batch_max and not queue.empty():
                 batch.append(queue.get_nowait())
+            if self.observer is not None:
+                self.observer.writer_batch(len(batch))
             try:
                 await self._write(batch)
             except Exception as exc:  # the batch failed as a whole: tell every sender
@@ -271,6 +276,7 @@ class MessageWriter:
     async def _store(self, items: list[_Item]) -> None:
         now = utcnow()
         conv_ids = sorted({i.msg.conversation_id for i in items})
+        started = time.perf_counter()
         async with self.db.unit_of_work() as uow:
             pg = await _psycopg(uow.conn)
             if pg is not None:
@@ -278,6 +284,8 @@ class MessageWriter:
             else:
                 plan = await self._store_core(uow, items, conv_ids, now)
         # Committed: only now do the senders get their acks (and the rooms their events).
+        if self.observer is not None:
+            self.observer.writer_committed(len(plan.accepted), time.perf_counter() - started)
         for item, message in plan.accepted:
             item.result = (message, True)
         for item, message in plan.duplicates:

@@ -783,7 +783,7 @@ async def test_frame_over_max_http_buffer_size_disconnects_and_stores_nothing(fa
     before = await factory.message_count(room.conv["id"])
     payload = {
         "conversation_id": room.conv["id"],
-        "content": "x" * (64 * 1024 + 1),
+        "content": "x" * (factory.services.settings.max_http_buffer_size + 1),
         "sender_type": "end_user",
         "external_id": room.conv["end_user"]["external_id"],
     }
