@@ -10,6 +10,8 @@ from server.app_services import Services
 SERVICES = web.AppKey("services", Services)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 
+# The integration API's message body schema, with this server's content limits.
+MESSAGE_BODY = web.AppKey("message_body", object)
 # The OpenAPI document, built once when the routes are set up.
 OPENAPI = web.AppKey("openapi", dict)
 

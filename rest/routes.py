@@ -17,11 +17,12 @@ from rest.handlers import (
     widget_page,
 )
 from rest.handlers import inbox as inbox_app
-from rest.keys import OPENAPI
+from rest.keys import MESSAGE_BODY, OPENAPI, SERVICES
 from rest.observability import metrics_handler, readyz
 from rest.openapi import build_spec
 from rest.pages import setup_templates
 from rest.widget_assets import WIDGET_ASSETS, WidgetAssets
+from server.schemas import MessageBodySchema
 
 CONV = "/api/conversations/{conversation_id}"
 V1_CONV = "/api/v1/conversations/{conversation_id}"
@@ -37,6 +38,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/", _root)
     r.add_get("/healthz", health.healthz)
     app[OPENAPI] = build_spec()
+    limits = app[SERVICES].settings
+    app[MESSAGE_BODY] = MessageBodySchema(
+        max_content_length=limits.max_content_length,
+        max_rich_media_bytes=limits.max_rich_media_bytes,
+    )
     r.add_get("/api/openapi.json", docs.openapi_json)
     r.add_get("/api/docs", docs.reference_page)
     r.add_get("/api/docs/assets/{name}", docs.asset)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from rest.keys import SERVICES
+from rest.keys import MESSAGE_BODY, SERVICES
 from rest.middlewares import integration_of, load_json, load_query, path_id
 from rest.schemas import (
     ResolveSchema,
@@ -38,11 +38,8 @@ _resolve = ResolveSchema()
 
 
 def _message_body(request: web.Request) -> MessageBodySchema:
-    """The message body's schema, with this server's content limits."""
-    s = request.app[SERVICES].settings
-    return MessageBodySchema(
-        max_content_length=s.max_content_length, max_rich_media_bytes=s.max_rich_media_bytes
-    )
+    """The message body's schema with this server's content limits, built once per app."""
+    return request.app[MESSAGE_BODY]
 
 
 async def open_conversation(request: web.Request) -> web.Response:
