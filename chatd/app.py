@@ -20,6 +20,8 @@ from rest.observability import METRICS, Metrics, live_metrics, mark_shutting_dow
 from rest.routes import setup_routes
 from server.app_services import Services
 from server.bus import DurableSubscriber
+from server.services.webhooks import EVENT_TYPES as WEBHOOK_EVENT_TYPES
+from server.services.webhooks import SUBSCRIBER_NAME as WEBHOOKS_SUBSCRIBER
 from server.settings import Settings
 
 
@@ -45,6 +47,12 @@ def create_app(
     # Subscribers of the bus: one registration each. The live path first.
     projection = SocketProjection(sio, namespace.typist_sockets)
     services.bus.subscribe(projection, flush=projection.flush)
+    # Durable subscribers (the outbox): webhooks, then any the caller adds.
+    services.bus.subscribe_durable(
+        DurableSubscriber(
+            WEBHOOKS_SUBSCRIBER, services.webhooks.fan_out, frozenset(WEBHOOK_EVENT_TYPES)
+        )
+    )
     for subscriber in durable:
         services.bus.subscribe_durable(subscriber)
 

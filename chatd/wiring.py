@@ -20,8 +20,10 @@ from server.services.presence import MemoryPresenceStore, PresenceService, Redis
 from server.services.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.services.typing import TypingService
 from server.services.uploads import UploadService
+from server.services.webhooks import WebhookService
 from server.services.widget import VisitorLimits, WidgetService
 from server.settings import Settings
+from server.webhook_sender import WebhookSender
 
 
 def build_services(settings: Settings, metrics=None) -> Services:
@@ -51,6 +53,7 @@ def build_services(settings: Settings, metrics=None) -> Services:
     conversations.writer.observer = metrics
     limits = VisitorLimits(limiter, settings)
     widget = WidgetService(db, conversations, limits=limits)
+    webhooks = WebhookService(db, settings)
     return Services(
         settings=settings,
         db=db,
@@ -69,4 +72,8 @@ def build_services(settings: Settings, metrics=None) -> Services:
         # Idle unless durable subscribers are registered on the bus before start().
         outbox=OutboxDispatcher(db, bus, OutboxConfig.from_settings(settings)),
         api_keys=ApiKeyService(db),
+        webhooks=webhooks,
+        # Sends the deliveries the "webhooks" durable subscriber writes (create_app
+        # registers it; the CLI's services never start).
+        webhook_sender=WebhookSender(db, settings, webhooks),
     )

@@ -4,6 +4,7 @@ from models.base import Base
 from models.conversations import Conversation, ConversationSession, EndUser, Message
 from models.orgs import ApiKey, AuthSession, Channel, EmbedToken, Organization, User
 from models.outbox import OutboxEvent
+from models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiKey",
@@ -18,4 +19,6 @@ __all__ = [
     "Organization",
     "OutboxEvent",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -13,6 +13,7 @@ from rest.handlers import (
     health,
     uploads,
     v1,
+    webhooks,
     widget,
     widget_page,
 )
@@ -26,6 +27,7 @@ from server.schemas import MessageBodySchema
 
 CONV = "/api/conversations/{conversation_id}"
 V1_CONV = "/api/v1/conversations/{conversation_id}"
+HOOK = "/{endpoint_id}"
 
 
 async def _root(request: web.Request) -> web.StreamResponse:
@@ -82,9 +84,22 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(V1_CONV, v1.get_conversation)
     r.add_patch(V1_CONV, v1.update_conversation)
     r.add_post(V1_CONV + "/assign", v1.assign)
+    r.add_post(V1_CONV + "/unassign", v1.unassign)
     r.add_get(V1_CONV + "/messages", v1.list_messages)
     r.add_post(V1_CONV + "/messages", v1.send_message)
     r.add_post(V1_CONV + "/resolve", v1.resolve)
+
+    # Webhooks: API keys with webhooks:manage (v1), and the console (owner/admin sessions).
+    for base in ("/api/v1/webhooks", "/api/admin/webhooks"):
+        r.add_get(base, webhooks.list_endpoints)
+        r.add_post(base, webhooks.create_endpoint)
+        r.add_get(base + HOOK, webhooks.get_endpoint)
+        r.add_patch(base + HOOK, webhooks.update_endpoint)
+        r.add_delete(base + HOOK, webhooks.delete_endpoint)
+        r.add_post(base + HOOK + "/rotate-secret", webhooks.rotate_secret)
+        r.add_post(base + HOOK + "/test", webhooks.send_test)
+        r.add_get(base + HOOK + "/deliveries", webhooks.list_deliveries)
+        r.add_post(base + HOOK + "/deliveries/{delivery_id}/redeliver", webhooks.redeliver)
 
     r.add_post("/chat-widget/conversations", widget.open_conversation)
     r.add_get("/chat-widget/history/{conversation_id}", widget.history)

@@ -15,6 +15,7 @@ import orjson
 from marshmallow import ValidationError, fields, validate
 
 from models.orgs import API_KEY_SCOPES
+from models.webhooks import WEBHOOK_EVENT_TYPES
 from server.schemas import UUID_RE, Count, Strict, Uuid
 
 Tag = fields.String(validate=validate.Length(min=1, max=50))
@@ -112,6 +113,7 @@ class AgentUploadSchema(Strict):
 
 # ---- the integration API (/api/v1/) -----------------------------------------------------------
 
+
 class CreateApiKeySchema(Strict):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     scopes = fields.List(
@@ -127,8 +129,11 @@ def _small_object(value: dict) -> None:
 
 
 METADATA_MAX_BYTES = 16_384
-Metadata = partial(fields.Dict, keys=fields.String(validate=validate.Length(min=1, max=100)),
-                   validate=_small_object)
+Metadata = partial(
+    fields.Dict,
+    keys=fields.String(validate=validate.Length(min=1, max=100)),
+    validate=_small_object,
+)
 
 
 class V1OpenConversationSchema(Strict):
@@ -170,3 +175,36 @@ class V1MessagesQuerySchema(Strict):
         load_default=None, validate=validate.OneOf(("end_user", "agent", "bot"))
     )
     limit = Count(1, 500, load_default=100)
+
+
+# ---- webhooks (/api/v1/webhooks and the console's /api/admin/webhooks) --------------------
+
+_EventType = fields.String(validate=validate.OneOf(WEBHOOK_EVENT_TYPES))
+
+
+class WebhookCreateSchema(Strict):
+    url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
+    event_types = fields.List(
+        _EventType, required=True, validate=validate.Length(min=1, max=len(WEBHOOK_EVENT_TYPES))
+    )
+    description = fields.String(load_default="", validate=validate.Length(max=200))
+    enabled = fields.Boolean(load_default=True)
+
+
+class WebhookUpdateSchema(Strict):
+    url = fields.String(load_default=None, validate=validate.Length(min=1, max=2048))
+    event_types = fields.List(
+        _EventType,
+        load_default=None,
+        validate=validate.Length(min=1, max=len(WEBHOOK_EVENT_TYPES)),
+    )
+    description = fields.String(load_default=None, validate=validate.Length(max=200))
+    enabled = fields.Boolean(load_default=None)
+
+
+class WebhookDeliveriesQuerySchema(Strict):
+    status = fields.String(
+        load_default=None, validate=validate.OneOf(("pending", "delivered", "failed"))
+    )
+    limit = Count(1, 200, load_default=50)
+    before = Count(1, load_default=None)

@@ -20,8 +20,11 @@ from server.services.presence import PresenceService
 from server.services.ratelimit import RateLimiter
 from server.services.typing import TypingService
 from server.services.uploads import UploadService
+from server.services.webhooks import SUBSCRIBER_NAME as WEBHOOKS_SUBSCRIBER
+from server.services.webhooks import WebhookService
 from server.services.widget import WidgetService
 from server.settings import Settings
+from server.webhook_sender import WebhookSender
 
 
 @dataclass
@@ -39,11 +42,18 @@ class Services:
     widget: WidgetService
     uploads: UploadService
     api_keys: ApiKeyService
+    webhooks: WebhookService
     # Loops the edges run for as long as the services do (the socket layer's access sweep).
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Delivers the outbox to the durable subscribers registered on the bus (if any).
     outbox: OutboxDispatcher | None = None
+    # Sends webhook deliveries; started when the "webhooks" durable subscriber is registered.
+    webhook_sender: WebhookSender | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @property
+    def webhooks_registered(self) -> bool:
+        return any(s.name == WEBHOOKS_SUBSCRIBER for s in self.bus.durable)
 
     def run_in_background(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run `loop()` from start() until close(); it must catch its own errors."""
@@ -55,6 +65,8 @@ class Services:
         await self.presence.start()
         if self.outbox is not None:
             await self.outbox.start()
+        if self.webhook_sender is not None and self.webhooks_registered:
+            await self.webhook_sender.start()
         self._tasks = [asyncio.create_task(loop()) for loop in self.background]
 
     async def close(self) -> None:
@@ -65,6 +77,8 @@ class Services:
                 await task
         self._tasks = []
         try:
+            if self.webhook_sender is not None:
+                await self.webhook_sender.stop()
             if self.outbox is not None:
                 await self.outbox.stop()
             await self.presence.stop()

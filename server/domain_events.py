@@ -81,7 +81,7 @@ class ConversationAssigned(DomainEvent):
     conversation, which opens a new session held by the writer)."""
 
     session_id: str
-    agent_id: str
+    agent_id: str | None  # None: unassigned (back in the queue)
     assigned_at: str
 
     name: ClassVar[str] = "conversation.assigned"

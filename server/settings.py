@@ -172,6 +172,19 @@ class Settings:
     outbox_backoff_base_seconds: float = 1.0
     outbox_backoff_cap_seconds: float = 300.0
     outbox_retention_seconds: float = 86_400.0
+    # Webhooks (server/webhook_sender.py): one request's timeout, attempts of a delivery and
+    # their backoff (the defaults spread 16 attempts over about a day), how long an endpoint
+    # may fail without a success before it is disabled, requests in flight per endpoint, how
+    # long the delivery log keeps delivered rows, and whether endpoints may be private,
+    # loopback or link-local addresses (off: such URLs are refused, SSRF).
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 16
+    webhook_backoff_base_seconds: float = 10.0
+    webhook_backoff_cap_seconds: float = 21_600.0
+    webhook_disable_after_seconds: float = 86_400.0
+    webhook_in_flight_per_endpoint: int = 10
+    webhook_retention_seconds: float = 7 * 86_400.0
+    webhook_allow_private_targets: bool = False
     # Operations: proxies, transport timings, metrics and logs (docs/operations.md).
     # Peers (addresses or CIDRs) whose X-Forwarded-For/-Proto/-Host and X-Request-Id are
     # believed; empty: none (the TCP peer is the client).
@@ -244,9 +257,7 @@ class Settings:
                 env, "CHATD_NEW_CONVERSATIONS_WINDOW_SECONDS", 60.0, 1.0
             ),
             api_requests_per_key=_int(env, "CHATD_API_REQUESTS_PER_KEY", 600),
-            api_requests_window_seconds=_float(
-                env, "CHATD_API_REQUESTS_WINDOW_SECONDS", 60.0, 1.0
-            ),
+            api_requests_window_seconds=_float(env, "CHATD_API_REQUESTS_WINDOW_SECONDS", 60.0, 1.0),
             visitor_uploads_per_address=_int(env, "CHATD_VISITOR_UPLOADS_PER_ADDRESS", 60),
             visitor_uploads_per_visitor=_int(env, "CHATD_VISITOR_UPLOADS_PER_VISITOR", 20),
             visitor_uploads_window_seconds=_float(
@@ -260,6 +271,23 @@ class Settings:
             outbox_backoff_base_seconds=_float(env, "CHATD_OUTBOX_BACKOFF_BASE_SECONDS", 1.0, 0.01),
             outbox_backoff_cap_seconds=_float(env, "CHATD_OUTBOX_BACKOFF_CAP_SECONDS", 300.0, 0.01),
             outbox_retention_seconds=_float(env, "CHATD_OUTBOX_RETENTION_SECONDS", 86_400.0, 1.0),
+            # Webhooks
+            webhook_timeout_seconds=_float(env, "CHATD_WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1),
+            webhook_max_attempts=_int(env, "CHATD_WEBHOOK_MAX_ATTEMPTS", 16, 1),
+            webhook_backoff_base_seconds=_float(
+                env, "CHATD_WEBHOOK_BACKOFF_BASE_SECONDS", 10.0, 0.01
+            ),
+            webhook_backoff_cap_seconds=_float(
+                env, "CHATD_WEBHOOK_BACKOFF_CAP_SECONDS", 21_600.0, 0.01
+            ),
+            webhook_disable_after_seconds=_float(
+                env, "CHATD_WEBHOOK_DISABLE_AFTER_SECONDS", 86_400.0, 1.0
+            ),
+            webhook_in_flight_per_endpoint=_int(env, "CHATD_WEBHOOK_IN_FLIGHT_PER_ENDPOINT", 10, 1),
+            webhook_retention_seconds=_float(
+                env, "CHATD_WEBHOOK_RETENTION_SECONDS", 7 * 86_400.0, 1.0
+            ),
+            webhook_allow_private_targets=_bool(env, "CHATD_WEBHOOK_ALLOW_PRIVATE_TARGETS", False),
             # Operations
             trusted_proxies=_networks(env, "CHATD_TRUSTED_PROXIES"),
             ping_interval_seconds=_int(env, "CHATD_PING_INTERVAL_SECONDS", 25, 1),
@@ -274,5 +302,10 @@ class Settings:
             raise SettingsError(
                 "CHATD_OUTBOX_BACKOFF_CAP_SECONDS must be at least "
                 "CHATD_OUTBOX_BACKOFF_BASE_SECONDS"
+            )
+        if settings.webhook_backoff_cap_seconds < settings.webhook_backoff_base_seconds:
+            raise SettingsError(
+                "CHATD_WEBHOOK_BACKOFF_CAP_SECONDS must be at least "
+                "CHATD_WEBHOOK_BACKOFF_BASE_SECONDS"
             )
         return settings

@@ -103,9 +103,7 @@ def _decode_cursor(value: str) -> tuple[datetime, str]:
 
 async def get_conversation(request: web.Request) -> web.Response:
     actor = integration_of(request, READ)
-    result = await request.app[SERVICES].conversations.get_for_integration(
-        actor, path_id(request)
-    )
+    result = await request.app[SERVICES].conversations.get_for_integration(actor, path_id(request))
     return web.json_response(result)
 
 
@@ -128,6 +126,13 @@ async def assign(request: web.Request) -> web.Response:
     result = await request.app[SERVICES].conversations.assign_to_agent(
         actor, conversation_id, body["agent_id"]
     )
+    return web.json_response(result)
+
+
+async def unassign(request: web.Request) -> web.Response:
+    """POST /api/v1/conversations/{id}/unassign: put the open session back in the queue."""
+    actor = integration_of(request, WRITE)
+    result = await request.app[SERVICES].conversations.unassign(actor, path_id(request))
     return web.json_response(result)
 
 
@@ -167,7 +172,5 @@ async def resolve(request: web.Request) -> web.Response:
     actor = integration_of(request, WRITE)
     conversation_id = path_id(request)
     body = await load_json(request, _resolve, optional=True)
-    result = await request.app[SERVICES].conversations.resolve(
-        actor, conversation_id, body["tags"]
-    )
+    result = await request.app[SERVICES].conversations.resolve(actor, conversation_id, body["tags"])
     return web.json_response(result)

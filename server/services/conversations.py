@@ -354,6 +354,33 @@ class ConversationService:
             row = await self._load(s, actor, conversation_id)
         return serializers.conversation_for_integration(row)
 
+    async def unassign(self, actor: IntegrationActor, conversation_id: str) -> dict[str, Any]:
+        """Put the open session back in the queue (no agent holds it). Raises NotFound,
+        Conflict (no open session). Raises ConversationAssigned with agent_id None when an
+        agent held it (sockets get conversation_assigned with assigned_to null)."""
+        async with self.db.unit_of_work() as uow:
+            s = uow.conn
+            row = await self._load(s, actor, conversation_id)
+            if row.session_id is None:
+                raise Conflict("The conversation has no open session to unassign.")
+            if row.assigned_agent_id is not None:
+                await s.execute(
+                    update(_S)
+                    .where(_S.c.id == row.session_id)
+                    .values(assigned_agent_id=None, assigned_at=None)
+                )
+                uow.raise_event(
+                    ConversationAssigned(
+                        actor.organization_id,
+                        conversation_id,
+                        row.session_id,
+                        None,
+                        serializers.iso(utcnow()),
+                    )
+                )
+            row = await self._load(s, actor, conversation_id)
+        return serializers.conversation_for_integration(row)
+
     # ---- opening a conversation (widget, native apps) ------------------------------------
 
     async def create_or_get_conversation(

@@ -362,6 +362,70 @@ async def test_a_row_that_always_fails_is_dead_after_max_attempts_and_later_rows
     assert "is dead after 3 attempts" in caplog.text
 
 
+async def test_a_backlog_drains_in_runs_per_conversation_not_a_row_per_round(make_services):
+    """Rows written while no dispatcher ran (a subscriber down for a while): each round claims
+    a conversation's head and the run behind it, delivered in order by one task, so 2 x 60
+    rows take a handful of rounds (a row per conversation per round would take 60)."""
+    name = uid("sub-")
+    writer = await make_services(Recorder(name=name), config=None)
+    org = await _org(writer)
+    convs = [await _conversation(writer, org) for _ in range(2)]
+    for i in range(60):
+        await asyncio.gather(*(_send(writer, v, c["id"], f"m{i}") for c, v in convs))
+
+    sub = Recorder(name=name)
+    services = await make_services(config=None)
+    services.bus.subscribe_durable(sub.subscriber)
+    dispatcher = OutboxDispatcher(
+        services.db, services.bus, OutboxConfig(poll_seconds=0.1, batch_size=50)
+    )
+    rounds = 0
+    counted = dispatcher._round
+
+    async def counting(claim: bool = True) -> bool:
+        nonlocal rounds
+        rounds += claim
+        return await counted(claim)
+
+    dispatcher._round = counting
+    await dispatcher.start()
+    try:
+        await sub.wait_delivered(122)
+        for conv, _ in convs:
+            seqs = [
+                d.event.seq
+                for d in sub.delivered
+                if d.event.name == "message.created" and d.event.conversation_id == conv["id"]
+            ]
+            assert seqs == list(range(1, 61))
+        assert rounds <= 10, rounds
+    finally:
+        await dispatcher.stop()
+    assert {r.status for r in await _settled(services, name)} == {"done"}
+
+
+async def test_a_failure_in_a_run_releases_the_rest_which_wait_for_it(make_services):
+    name = uid("sub-")
+    writer = await make_services(Recorder(name=name), config=None)
+    org = await _org(writer)
+    conv, visitor = await _conversation(writer, org)
+    for i in range(6):
+        await _send(writer, visitor, conv["id"], f"m{i}")
+
+    sub = Recorder(
+        name=name,
+        fail=lambda d: d.event.name == "message.created" and d.event.seq == 3 and d.attempt == 1,
+    )
+    await make_services(sub)
+    await sub.wait_delivered(7)
+    tried = [(d.event.name, getattr(d.event, "seq", None), d.attempt) for _, d in sub.attempts]
+    assert tried == [("conversation.created", None, 1)] + [
+        ("message.created", seq, 1) for seq in (1, 2, 3)
+    ] + [("message.created", 3, 2)] + [("message.created", seq, 1) for seq in (4, 5, 6)]
+    rows = await _settled(writer, name)
+    assert [r.attempts for r in rows] == [1, 1, 1, 2, 1, 1, 1]  # released rows: no attempt
+
+
 async def test_a_slow_subscriber_does_not_hold_up_another_subscribers_rows(make_services):
     gate = asyncio.Event()
 
@@ -407,9 +471,10 @@ async def test_a_claimed_row_is_not_delivered_by_another_dispatcher_until_its_le
         dead.db, dead.bus, OutboxConfig(lease_seconds=lease, poll_seconds=0.1)
     )
     async with dead.db.engine.begin() as conn:
-        claimed = await crashed._claim(conn, name, 100)
+        claimed = await crashed.claim(conn, name, 100)
     claimed_at = time.monotonic()
-    assert [r.event for r in claimed] == ["conversation.created"]  # only the head of the queue
+    # The conversation's head and the run that follows it.
+    assert [r.event for r in claimed] == ["conversation.created"] + ["message.created"] * 3
 
     survivor = Recorder(name=name)
     await make_services(survivor, config=OutboxConfig(lease_seconds=lease, poll_seconds=0.1))
@@ -417,6 +482,7 @@ async def test_a_claimed_row_is_not_delivered_by_another_dispatcher_until_its_le
     first = survivor.attempts[0]
     assert first[1].outbox_id == claimed[0].id
     assert first[1].attempt == 2  # the dead claim counted as an attempt
+    assert {d.attempt for _, d in survivor.attempts} == {2}  # the whole run was held
     assert first[0] - claimed_at >= lease - 0.2  # not before the lease expired
     assert [d.event.name for d in survivor.delivered] == ["conversation.created"] + [
         "message.created"

@@ -1,0 +1,498 @@
+"""A leased delivery queue over a table: the machinery the outbox dispatcher (server/outbox.py)
+and the webhook sender (server/webhook_sender.py) share.
+
+The table holds one row per delivery, keyed by a queue key (the outbox's durable subscriber,
+a webhook's endpoint) and a conversation; see models/outbox.py for the columns. The promises
+(docs/reliability.md, "The outbox"):
+
+- **At least once.** A row is finished (`done`) only after its handler returned. A process
+  that dies mid-delivery leaves the row claimed under a lease (`locked_until`); when the lease
+  expires any process claims it again. Receivers dedupe on the row's id.
+- **In order per (key, conversation).** A claim starts at the oldest pending row of a key's
+  conversation (its head) and takes the run of pending rows that follow it, which one task
+  delivers one after the other. A row waits while an earlier one of the same key and
+  conversation is pending (being delivered, or waiting for a retry); when a row of a run fails,
+  the rest of the run is released and waits for it. Rows without a conversation are not
+  ordered.
+- **Retries** with exponential backoff and jitter; after `max_attempts` the row is `dead`
+  (kept, with its last error, and logged), and the conversation's later rows proceed.
+- **Several processes on PostgreSQL.** Heads are claimed with `FOR UPDATE SKIP LOCKED` and a
+  lease: two processes never hold the same row at once, and a delivery that would outlive
+  its lease is cancelled (and retried); a run is cut short (and its rest released) before it
+  would. On SQLite there is one process and one writer.
+- **Never on the live path.** A queue is a background task with its own connections; each
+  key has its own share of in-flight rows, so a slow or failing key delays only its own rows.
+
+Why not a job library: the rows are written in the same transaction as the change they
+describe (the outbox) and the order per conversation is part of the contract; the queue
+libraries for asyncio + SQLAlchemy (or Redis) offer neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, and_, delete, exists, func, select, update
+
+from models.base import utcnow
+
+if TYPE_CHECKING:
+    from server.db import Database
+
+log = logging.getLogger(__name__)
+
+# How often delivered rows older than the retention are deleted (at most).
+PRUNE_EVERY_SECONDS = 60.0
+# Rounds (one transaction each) start at most this often: on a busy process the commits and
+# the finished deliveries of 20 ms share one round instead of one round each, which keeps
+# a queue's share of the event loop small (docs/benchmarks.md, "The outbox's cost").
+MIN_ROUND_INTERVAL_SECONDS = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    poll_seconds: float = 1.0
+    batch_size: int = 100  # rows in flight per key
+    lease_seconds: float = 30.0
+    max_attempts: int = 10
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 300.0
+    retention_seconds: float = 86_400.0
+
+    def backoff(self, attempt: int) -> float:
+        """The wait before the next attempt after `attempt` failed: exponential, capped, with
+        jitter (between half and all of it), so failing rows do not retry in lockstep."""
+        ceiling = min(self.backoff_cap_seconds, self.backoff_base_seconds * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+class Failed(Exception):
+    """A handler's failure that also records `values` (columns of the row) with the retry."""
+
+    def __init__(self, message: str, **values: Any) -> None:
+        super().__init__(message)
+        self.values = values
+
+
+class LeasedQueue:
+    """Subclasses name their table and key column and implement `keys()` and `handle()`."""
+
+    table: Table
+    key_column: str
+    # A name for logs and the task.
+    label: str = "queue"
+
+    def __init__(self, db: Database, config: QueueConfig | None = None) -> None:
+        self.db = db
+        self.config = config or QueueConfig()
+        # Who holds a lease: this process's rows, and only them, are finished by it.
+        self.token = uuid.uuid4().hex
+        self._wake = asyncio.Event()
+        # The runs being delivered per key, and how many of their rows are unfinished.
+        self._inflight: dict[Any, set[asyncio.Task]] = {}
+        self._inflight_rows: dict[Any, int] = {}
+        # Outcomes of finished deliveries, recorded by the next round: (id, values) of done
+        # rows, (id, attempt, values) of failures, ids of a run's rows given back unattempted.
+        self._done: list[tuple[int, dict]] = []
+        self._failed: list[tuple] = []
+        self._released: list[int] = []
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+        self._last_prune = 0.0
+
+    # ---- what a subclass provides ---------------------------------------------------------
+
+    async def keys(self) -> list:
+        """The keys this process delivers for now (called once per round)."""
+        raise NotImplementedError
+
+    async def handle(self, key, row) -> dict | None:
+        """Deliver one claimed row; return column values to store with `done` (or None).
+        Raise to have it retried (server.queue.Failed to store values with the retry)."""
+        raise NotImplementedError
+
+    def on_dead(self, key, row, error: str) -> None:
+        """A row was given up after max_attempts (already logged)."""
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def _begin(self) -> None:
+        self._inflight = {}
+        self._inflight_rows = {}
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=self.label)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop claiming; let in-flight deliveries finish for at most `timeout` seconds, then
+        cancel the rest and release their leases, so another process takes them at once."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        tasks = [t for ts in self._inflight.values() for t in ts]
+        if tasks:
+            _, still = await asyncio.wait(tasks, timeout=timeout)
+            for t in still:
+                t.cancel()
+            if still:
+                await asyncio.wait(still)
+        try:
+            await self._round(claim=False)  # the outcomes of what finished
+        except Exception:
+            log.warning("%s: recording outcomes failed; the rows are delivered again", self.label)
+        await self._release()
+
+    def wake(self) -> None:
+        """Rows were written (or are due): claim now rather than at the next poll."""
+        self._wake.set()
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = -MIN_ROUND_INTERVAL_SECONDS
+        while not self._stopping:
+            gap = last + MIN_ROUND_INTERVAL_SECONDS - loop.time()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            last = loop.time()
+            self._wake.clear()
+            try:
+                full = await self._round()
+                if loop.time() - self._last_prune >= min(
+                    PRUNE_EVERY_SECONDS, self.config.retention_seconds
+                ):
+                    self._last_prune = loop.time()
+                    await self._prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database is down or restarting: try again at the next poll.
+                log.warning("%s: a round failed", self.label, exc_info=True)
+                full = False
+            if full:
+                continue  # more rows may be due: claim again before waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+
+    async def _round(self, claim: bool = True) -> bool:
+        """One transaction: record the outcomes of finished deliveries, then claim what is
+        due for every key with free slots. True if a key's slots were filled (more may be
+        due)."""
+        t = self.table
+        done, failed, released = self._done, self._failed, self._released
+        self._done, self._failed, self._released = [], [], []
+        free: dict[Any, int] = {}
+        rows: list = []
+        try:
+            # Before the transaction: on SQLite there is one connection.
+            keys = await self.keys() if claim else []
+            async with self.db.engine.begin() as conn:
+                mine = and_(t.c.locked_by == self.token, t.c.status == "pending")
+                plain = [row_id for row_id, values in done if not values]
+                if plain:
+                    await conn.execute(
+                        update(t)
+                        .where(t.c.id.in_(plain), mine)
+                        .values(status="done", finished_at=utcnow(), locked_until=None)
+                    )
+                for row_id, values in done:
+                    if values:
+                        await conn.execute(
+                            update(t)
+                            .where(t.c.id == row_id, mine)
+                            .values(
+                                status="done", finished_at=utcnow(), locked_until=None, **values
+                            )
+                        )
+                for row_id, attempt, values in failed:
+                    await conn.execute(
+                        update(t)
+                        .where(t.c.id == row_id, t.c.attempts == attempt, mine)
+                        .values(**values)
+                    )
+                if released:
+                    await conn.execute(
+                        update(t)
+                        .where(t.c.id.in_(released), mine, t.c.locked_until.is_not(None))
+                        .values(locked_until=None, attempts=t.c.attempts - 1)
+                    )
+                for key in keys:
+                    n = self.config.batch_size - self._inflight_rows.get(key, 0)
+                    if n > 0:
+                        free[key] = n
+                if free:
+                    rows = await self._claim(conn, free)
+        except BaseException:
+            # Not recorded: kept for the next round (if the process dies instead, the
+            # leases expire and the rows are delivered again: at least once).
+            self._done[:0] = done
+            self._failed[:0] = failed
+            self._released[:0] = released
+            raise
+        key_of = self.key_column
+        taken: dict[Any, int] = {}
+        run: list = []
+        for row in rows:  # ordered by key, conversation, id
+            k = getattr(row, key_of)
+            taken[k] = taken.get(k, 0) + 1
+            if run and (
+                row.conversation_id is None
+                or row.conversation_id != run[-1].conversation_id
+                or k != getattr(run[-1], key_of)
+            ):
+                self._spawn(run)
+                run = []
+            run.append(row)
+        if run:
+            self._spawn(run)
+        return any(taken.get(k, 0) >= n for k, n in free.items())
+
+    def _claimable(self, keys: list, now: datetime, limit: int):
+        """The heads that may be claimed: due, not leased, and the oldest pending row of their
+        (key, conversation). Locked rows (another process's claim in progress) are skipped;
+        SQLite has no row locks and one process."""
+        t = self.table
+        key = t.c[self.key_column]
+        earlier_t = t.alias("earlier")
+        earlier = exists().where(
+            and_(
+                earlier_t.c.status == "pending",
+                earlier_t.c[self.key_column] == key,
+                earlier_t.c.conversation_id == t.c.conversation_id,
+                earlier_t.c.id < t.c.id,
+            )
+        )
+        return (
+            select(t.c.id, key, t.c.conversation_id)
+            .where(
+                t.c.status == "pending",
+                key.in_(keys),
+                t.c.next_attempt_at <= now,
+                (t.c.locked_until.is_(None)) | (t.c.locked_until < now),
+                ~earlier,
+            )
+            .order_by(t.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=t)
+        )
+
+    def _runs(self, keys: list, conversations: list, length: int):
+        """The first `length` pending rows of each (key, conversation) among these keys and
+        conversations, in order: the runs that follow the claimed heads."""
+        t = self.table
+        key = t.c[self.key_column]
+        rank = func.row_number().over(partition_by=(key, t.c.conversation_id), order_by=t.c.id)
+        pending = (
+            select(
+                t.c.id,
+                key.label("key"),
+                t.c.conversation_id,
+                t.c.next_attempt_at,
+                t.c.locked_until,
+                rank.label("rank"),
+            )
+            .where(
+                t.c.status == "pending",
+                key.in_(keys),
+                t.c.conversation_id.in_(conversations),
+            )
+            .subquery()
+        )
+        p = pending.c
+        return (
+            select(p.id, p.key, p.conversation_id, p.next_attempt_at, p.locked_until)
+            .where(p.rank <= length)
+            .order_by(p.key, p.conversation_id, p.id)
+        )
+
+    async def _claim(self, conn, free: dict) -> list:
+        """Claim due rows under a lease, at most free[key] per key: the heads of as many
+        (key, conversation) as are due, then the runs that follow them, shared out so that
+        every claimed conversation gets its head. Returned ordered by (key, conversation, id)."""
+        t = self.table
+        now = utcnow()
+        heads_by_key: dict[Any, list] = {}
+        for h in (await conn.execute(self._claimable(list(free), now, sum(free.values())))).all():
+            got = heads_by_key.setdefault(h[1], [])
+            if len(got) < free[h[1]]:
+                got.append(h)
+        if not heads_by_key:
+            return []
+        ids = [h.id for hs in heads_by_key.values() for h in hs]
+        heads = set(ids)
+        spare = {k: free[k] - len(hs) for k, hs in heads_by_key.items()}
+        keys = [k for k, n in spare.items() if n > 0]
+        conversations = sorted(
+            {h.conversation_id for k in keys for h in heads_by_key[k] if h.conversation_id}
+        )
+        if conversations:
+            runs: dict[tuple, list | None] = {}
+            stmt = self._runs(keys, conversations, max(spare[k] for k in keys) + 1)
+            for row in (await conn.execute(stmt)).all():
+                at = (row.key, row.conversation_id)
+                run = runs.setdefault(at, [])
+                if run is None:
+                    continue
+                leased = row.locked_until is not None and row.locked_until >= now
+                if row.next_attempt_at > now or leased:
+                    runs[at] = None  # the run stops before this row
+                    continue
+                run.append(row.id)
+            for k in keys:
+                # Each conversation's run after its head, a row per conversation in turn.
+                tails = [r[1:] for (rk, _), r in runs.items() if rk == k and r and r[0] in heads]
+                depth = 0
+                while spare[k] > 0 and any(len(tail) > depth for tail in tails):
+                    for tail in tails:
+                        if spare[k] > 0 and len(tail) > depth:
+                            ids.append(tail[depth])
+                            spare[k] -= 1
+                    depth += 1
+        lease = now + timedelta(seconds=self.config.lease_seconds)
+        stmt = (
+            update(t)
+            .where(
+                t.c.id.in_(ids),
+                t.c.status == "pending",
+                (t.c.locked_until.is_(None)) | (t.c.locked_until < now),
+            )
+            .values(locked_until=lease, locked_by=self.token, attempts=t.c.attempts + 1)
+            .returning(*self.returned_columns())
+        )
+        rows = (await conn.execute(stmt)).all()
+        key_of = self.key_column
+        return sorted(rows, key=lambda r: (str(getattr(r, key_of)), r.conversation_id or "", r.id))
+
+    def returned_columns(self) -> list:
+        """The columns a claim hands to handle()."""
+        t = self.table
+        return [
+            t.c.id,
+            t.c[self.key_column],
+            t.c.conversation_id,
+            t.c.event,
+            t.c.payload,
+            t.c.attempts,
+            t.c.created_at,
+        ]
+
+    def _spawn(self, run: list) -> None:
+        key = getattr(run[0], self.key_column)
+        task = asyncio.create_task(self._deliver(key, run), name=f"{self.label}-{run[0].id}")
+        tasks = self._inflight.setdefault(key, set())
+        tasks.add(task)
+        self._inflight_rows[key] = self._inflight_rows.get(key, 0) + len(run)
+
+        def _done(t: asyncio.Task) -> None:
+            tasks.discard(t)
+            self._inflight_rows[key] -= len(run)
+            self._wake.set()  # outcomes to record, free slots, maybe the next rows are due
+
+        task.add_done_callback(_done)
+
+    async def _deliver(self, key, run: list) -> None:
+        """Deliver a run of one conversation's rows in order. A failure stops the run: the rows
+        after it are released unattempted and wait for it. So does the lease running low: a
+        row is started only while at least half the lease is left of the run's, and is
+        cancelled before the lease ends, so no other process can hold it meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.lease_seconds * 0.9
+        for i, row in enumerate(run):
+            left = deadline - loop.time()
+            if i and left < self.config.lease_seconds * 0.5:
+                self._released.extend(r.id for r in run[i:])
+                return
+            try:
+                values = await asyncio.wait_for(self.handle(key, row), left)
+            except asyncio.CancelledError:
+                raise  # stopping: the leases are released by stop()
+            except Exception as exc:  # noqa: BLE001 - any failure of a handler is a retry
+                if isinstance(exc, TimeoutError):
+                    exc = TimeoutError(f"not handled within {left:.1f}s")
+                self._failed.append(self._failure(key, row, exc))
+                self._released.extend(r.id for r in run[i + 1 :])
+                return
+            self._done.append((row.id, values or {}))
+
+    def _failure(self, key, row, exc: BaseException) -> tuple:
+        """The outcome of a failed delivery: a retry after a backoff, or dead."""
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        extra = exc.values if isinstance(exc, Failed) else {}
+        if row.attempts >= self.config.max_attempts:
+            log.error(
+                "%s: row %s (%s) for %s is dead after %d attempts: %s",
+                self.label,
+                row.id,
+                row.event,
+                key,
+                row.attempts,
+                error,
+            )
+            self.on_dead(key, row, error)
+            values = {
+                "status": "dead",
+                "finished_at": utcnow(),
+                "locked_until": None,
+                "last_error": error,
+                **extra,
+            }
+            return row.id, row.attempts, values
+        delay = self.config.backoff(row.attempts)
+        log.warning(
+            "%s: row %s (%s) for %s failed (attempt %d), retrying in %.2fs: %s",
+            self.label,
+            row.id,
+            row.event,
+            key,
+            row.attempts,
+            delay,
+            error,
+        )
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
+        values = {
+            "locked_until": None,
+            "last_error": error,
+            "next_attempt_at": utcnow() + timedelta(seconds=delay),
+            **extra,
+        }
+        return row.id, row.attempts, values
+
+    async def _release(self) -> None:
+        """Give back the leases of rows claimed but not finished (a graceful stop)."""
+        t = self.table
+        try:
+            async with self.db.engine.begin() as conn:
+                await conn.execute(
+                    update(t)
+                    .where(t.c.locked_by == self.token, t.c.status == "pending")
+                    .where(t.c.locked_until.is_not(None))
+                    .values(locked_until=None, attempts=t.c.attempts - 1)
+                )
+        except Exception:
+            log.warning("%s: releasing leases failed; they expire instead", self.label)
+
+    async def _prune(self) -> None:
+        t = self.table
+        cutoff = utcnow() - timedelta(seconds=self.config.retention_seconds)
+        async with self.db.engine.begin() as conn:
+            await conn.execute(delete(t).where(t.c.status == "done", t.c.finished_at < cutoff))
+
+
+__all__ = ["Failed", "LeasedQueue", "QueueConfig"]
