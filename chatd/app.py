@@ -50,7 +50,10 @@ def create_app(
     # Durable subscribers (the outbox): webhooks, then any the caller adds.
     services.bus.subscribe_durable(
         DurableSubscriber(
-            WEBHOOKS_SUBSCRIBER, services.webhooks.fan_out, frozenset(WEBHOOK_EVENT_TYPES)
+            WEBHOOKS_SUBSCRIBER,
+            services.webhooks.fan_out,
+            frozenset(WEBHOOK_EVENT_TYPES),
+            accepts=services.webhooks.wants,
         )
     )
     for subscriber in durable:

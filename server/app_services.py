@@ -66,6 +66,7 @@ class Services:
         if self.outbox is not None:
             await self.outbox.start()
         if self.webhook_sender is not None and self.webhooks_registered:
+            await self.webhooks.start()
             await self.webhook_sender.start()
         self._tasks = [asyncio.create_task(loop()) for loop in self.background]
 
@@ -79,6 +80,7 @@ class Services:
         try:
             if self.webhook_sender is not None:
                 await self.webhook_sender.stop()
+            await self.webhooks.stop()
             if self.outbox is not None:
                 await self.outbox.stop()
             await self.presence.stop()

@@ -43,15 +43,22 @@ class DurableSubscriber:
 
     `handle(delivery)` receives a server.outbox.Delivery (the event, its outbox id, the
     attempt); it returns to acknowledge and raises to have the delivery retried later.
-    `kinds` limits it to these event names (None: every durable event).
+    `kinds` limits it to these event names (None: every durable event). `accepts(event)`, if
+    given, narrows it further, in the write path (no I/O): the webhooks subscriber takes only
+    the events of organizations that have an endpoint for them, so the others write no row.
     """
 
     name: str
     handle: Callable[[Any], Awaitable[Any]]
     kinds: frozenset[str] | None = None
+    accepts: Callable[[DomainEvent], bool] | None = None
 
     def wants(self, event: DomainEvent) -> bool:
-        return event.durable and (self.kinds is None or event.name in self.kinds)
+        return (
+            event.durable
+            and (self.kinds is None or event.name in self.kinds)
+            and (self.accepts is None or self.accepts(event))
+        )
 
 
 class EventBus:

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import socket
 from collections.abc import Callable
@@ -40,6 +42,8 @@ from server.errors import Forbidden, InvalidInput, NotFound
 from server.serializers import iso
 from server.settings import Settings
 
+log = logging.getLogger(__name__)
+
 _E = WebhookEndpoint.__table__
 _D = WebhookDelivery.__table__
 
@@ -51,6 +55,8 @@ MAX_ENDPOINTS_PER_ORGANIZATION = 20
 SECRET_PREFIX = "whsec_"
 # Saving an endpoint resolves its host (SSRF check): at most this long.
 RESOLVE_TIMEOUT_SECONDS = 5.0
+# How soon an endpoint created or changed on another process starts (or stops) receiving.
+TARGETS_REFRESH_SECONDS = 1.0
 
 
 # ---- URLs and addresses (SSRF) ------------------------------------------------------------
@@ -173,6 +179,51 @@ class WebhookService:
         self.settings = settings
         # Set by the composition root: wakes the sender when deliveries were written.
         self.on_deliveries: Callable[[], None] | None = None
+        # Which event types each organization's enabled endpoints want: read at start, after
+        # every change made here, and every TARGETS_REFRESH_SECONDS (changes made by other
+        # processes). The write path asks it (wants()) whether to write an outbox row at all.
+        self._targets: dict[str, frozenset[str]] = {}
+        self._refresher: asyncio.Task | None = None
+
+    # ---- which organizations have endpoints -------------------------------------------------
+
+    def wants(self, event) -> bool:
+        """Whether an endpoint of the event's organization wants it (no I/O)."""
+        return event.name in self._targets.get(event.organization_id, ())
+
+    async def refresh_targets(self) -> None:
+        stmt = select(_E.c.organization_id, _E.c.event_types).where(_E.c.enabled.is_(True))
+        targets: dict[str, set[str]] = {}
+        async with self.db.read() as conn:
+            for row in await conn.execute(stmt):
+                targets.setdefault(row.organization_id, set()).update(row.event_types or ())
+        self._targets = {org: frozenset(types) for org, types in targets.items()}
+
+    async def start(self) -> None:
+        await self.refresh_targets()
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="webhook-targets")
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TARGETS_REFRESH_SECONDS)
+            try:
+                await self.refresh_targets()
+            except Exception:
+                # The database is down: keep the last known targets, try again later.
+                log.warning("webhooks: reading the endpoints failed", exc_info=True)
+
+    async def _changed(self) -> None:
+        """An endpoint was changed here: this process knows at once (others within
+        TARGETS_REFRESH_SECONDS)."""
+        if self._refresher is not None:
+            await self.refresh_targets()
 
     # ---- secrets ----------------------------------------------------------------------------
 
@@ -262,6 +313,7 @@ class WebhookService:
                 )
             )
             row = await self._row(uow.conn, org, endpoint_id)
+        await self._changed()
         return {**endpoint_public(row), "secret": self.secret_for(row.id, row.secret_salt)}
 
     async def list(self, actor) -> list[dict[str, Any]]:
@@ -298,8 +350,9 @@ class WebhookService:
                 values["updated_at"] = utcnow()
                 await uow.conn.execute(update(_E).where(_E.c.id == endpoint_id).values(**values))
             row = await self._row(uow.conn, org, endpoint_id)
-        if values.get("enabled") and self.on_deliveries is not None:
-            self.on_deliveries()
+        await self._changed()
+        if values.get("enabled"):
+            self._wake()
         return endpoint_public(row)
 
     async def delete(self, actor, endpoint_id: str) -> None:
@@ -309,6 +362,7 @@ class WebhookService:
             await self._row(uow.conn, org, endpoint_id)
             await uow.conn.execute(delete(_D).where(_D.c.endpoint_id == endpoint_id))
             await uow.conn.execute(delete(_E).where(_E.c.id == endpoint_id))
+        await self._changed()
 
     async def rotate_secret(self, actor, endpoint_id: str) -> dict[str, Any]:
         """A new signing secret, at once (deliveries from now on are signed with it)."""
