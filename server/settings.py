@@ -166,7 +166,7 @@ class Settings:
     # cancelled and retried after 90% of it), attempts before a row is dead, the retry
     # backoff (exponential from base, capped, jittered), and how long delivered rows are kept.
     outbox_poll_seconds: float = 1.0
-    outbox_batch_size: int = 100
+    outbox_batch_size: int = 500
     outbox_lease_seconds: float = 30.0
     outbox_max_attempts: int = 10
     outbox_backoff_base_seconds: float = 1.0
@@ -265,7 +265,7 @@ class Settings:
             ),
             # Outbox
             outbox_poll_seconds=_float(env, "CHATD_OUTBOX_POLL_SECONDS", 1.0, 0.05),
-            outbox_batch_size=_int(env, "CHATD_OUTBOX_BATCH_SIZE", 100, 1),
+            outbox_batch_size=_int(env, "CHATD_OUTBOX_BATCH_SIZE", 500, 1),
             outbox_lease_seconds=_float(env, "CHATD_OUTBOX_LEASE_SECONDS", 30.0, 1.0),
             outbox_max_attempts=_int(env, "CHATD_OUTBOX_MAX_ATTEMPTS", 10, 1),
             outbox_backoff_base_seconds=_float(env, "CHATD_OUTBOX_BACKOFF_BASE_SECONDS", 1.0, 0.01),
