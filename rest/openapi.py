@@ -159,6 +159,50 @@ class ApiKey(Schema):
     key = fields.String(metadata={"description": "Only in the creation's answer: keep it."})
 
 
+class WebhookEndpoint(Schema):
+    id = fields.String(required=True)
+    url = fields.String(required=True)
+    description = fields.String(required=True)
+    event_types = fields.List(fields.String(), required=True)
+    enabled = fields.Boolean(required=True)
+    disabled_reason = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Why the platform turned it off (sustained failure)."},
+    )
+    failing_since = fields.String(allow_none=True, required=True)
+    created_at = fields.String(required=True)
+    updated_at = fields.String(required=True)
+    secret = fields.String(
+        metadata={"description": "whsec_...: only when created or rotated. Keep it."}
+    )
+
+
+class WebhookDelivery(Schema):
+    id = fields.Integer(required=True)
+    endpoint_id = fields.String(required=True)
+    webhook_id = fields.String(required=True, metadata={"description": "The webhook-id header."})
+    event = fields.String(required=True)
+    conversation_id = fields.String(allow_none=True, required=True)
+    status = fields.String(required=True, metadata={"enum": ["pending", "delivered", "failed"]})
+    attempts = fields.Integer(required=True)
+    response_code = fields.Integer(allow_none=True, required=True)
+    latency_ms = fields.Integer(allow_none=True, required=True)
+    last_error = fields.String(allow_none=True, required=True)
+    created_at = fields.String(required=True)
+    last_attempt_at = fields.String(allow_none=True, required=True)
+    next_attempt_at = fields.String(allow_none=True, required=True)
+    redelivery_of = fields.Integer(allow_none=True, required=True)
+    payload = fields.Dict(required=True, metadata={"description": "The body as sent."})
+
+
+class WebhookDeliveryPage(Schema):
+    deliveries = fields.List(fields.Nested(WebhookDelivery), required=True)
+    next_before = fields.Integer(
+        allow_none=True, required=True, metadata={"description": "before= of the next page"}
+    )
+
+
 class Upload(Schema):
     url = fields.String(required=True)
     filename = fields.String(required=True)
@@ -172,6 +216,7 @@ SESSION = [{"session": [], "csrf": []}]
 SESSION_READ = [{"session": []}]
 API_KEY_READ = [{"apiKey": ["conversations:read"]}]
 API_KEY_WRITE = [{"apiKey": ["conversations:write"]}]
+API_KEY_HOOKS = [{"apiKey": ["webhooks:manage"]}]
 CONV_ID = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -258,6 +303,9 @@ def build_spec() -> dict[str, Any]:
         ("EmbedToken", EmbedToken),
         ("ApiKey", ApiKey),
         ("Upload", Upload),
+        ("WebhookEndpoint", WebhookEndpoint),
+        ("WebhookDelivery", WebhookDelivery),
+        ("WebhookDeliveryPage", WebhookDeliveryPage),
     ]:
         comp.schema(name, schema=schema)
 
@@ -558,9 +606,104 @@ def build_spec() -> dict[str, Any]:
             )
         },
     }
+    paths[v1conv + "/unassign"] = {
+        "post": _op(
+            "Put the open session back in the queue (no agent holds it)",
+            v1,
+            API_KEY_WRITE,
+            {"200": _json("IntegrationConversation"), **_errors(401, 403, 404, 409)},
+            path_params=[CONV_ID],
+        )
+    }
+    paths.update(_webhook_paths(many))
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     return _ecma_patterns(spec.to_dict())
+
+
+def _webhook_paths(many) -> dict[str, dict[str, Any]]:
+    """The same operations for API keys with webhooks:manage (/api/v1/webhooks) and for
+    owners' and admins' sessions (/api/admin/webhooks, the console)."""
+    paths: dict[str, dict[str, Any]] = {}
+    hook = {**CONV_ID, "name": "endpoint_id"}
+    delivery = {**CONV_ID, "name": "delivery_id", "schema": {"type": "integer"}}
+    for base, tags, read, write in (
+        ("/api/v1/webhooks", ["Integration API"], API_KEY_HOOKS, API_KEY_HOOKS),
+        ("/api/admin/webhooks", ["Administration"], SESSION_READ, SESSION),
+    ):
+        one = base + "/{endpoint_id}"
+        paths[base] = {
+            "get": _op("Webhook endpoints", tags, read, {"200": _json(many("WebhookEndpoint"))}),
+            "post": _op(
+                "Add a webhook endpoint (its signing secret is in the answer, this once)",
+                tags,
+                write,
+                {"201": _json("WebhookEndpoint"), **_errors(400, 401, 403)},
+                body=rs.WebhookCreateSchema,
+            ),
+        }
+        paths[one] = {
+            "get": _op(
+                "A webhook endpoint",
+                tags,
+                read,
+                {"200": _json("WebhookEndpoint"), **_errors(401, 403, 404)},
+                path_params=[hook],
+            ),
+            "patch": _op(
+                "Change url, event types, description or enabled",
+                tags,
+                write,
+                {"200": _json("WebhookEndpoint"), **_errors(400, 401, 403, 404)},
+                body=rs.WebhookUpdateSchema,
+                path_params=[hook],
+            ),
+            "delete": _op(
+                "Delete an endpoint and its delivery log",
+                tags,
+                write,
+                {"204": {"description": "Deleted"}, **_errors(401, 403, 404)},
+                path_params=[hook],
+            ),
+        }
+        paths[one + "/rotate-secret"] = {
+            "post": _op(
+                "A new signing secret (in the answer)",
+                tags,
+                write,
+                {"200": _json("WebhookEndpoint"), **_errors(401, 403, 404)},
+                path_params=[hook],
+            )
+        }
+        paths[one + "/test"] = {
+            "post": _op(
+                "Queue a webhook.test event",
+                tags,
+                write,
+                {"202": _json("WebhookDelivery"), **_errors(401, 403, 404)},
+                path_params=[hook],
+            )
+        }
+        paths[one + "/deliveries"] = {
+            "get": _op(
+                "The delivery log, newest first",
+                tags,
+                read,
+                {"200": _json("WebhookDeliveryPage"), **_errors(400, 401, 403, 404)},
+                query=rs.WebhookDeliveriesQuerySchema,
+                path_params=[hook],
+            )
+        }
+        paths[one + "/deliveries/{delivery_id}/redeliver"] = {
+            "post": _op(
+                "Send a delivery again (same body and webhook-id)",
+                tags,
+                write,
+                {"202": _json("WebhookDelivery"), **_errors(401, 403, 404)},
+                path_params=[hook, delivery],
+            )
+        }
+    return paths
 
 
 def _ecma_patterns(node: Any) -> Any:

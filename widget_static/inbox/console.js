@@ -41,6 +41,9 @@ export function startConsole() {
   $("#channel-form").addEventListener("submit", createChannel);
   $("#token-form").addEventListener("submit", createToken);
   $("#api-key-form").addEventListener("submit", createApiKey);
+  $("#webhook-form").addEventListener("submit", saveWebhook);
+  $("#webhook-cancel").addEventListener("click", stopEditingWebhook);
+  $("#webhook-log-refresh").addEventListener("click", () => loadDeliveries());
   window.addEventListener("hashchange", () => show(routeOf(window.location.hash)));
   show(routeOf(window.location.hash));
 }
@@ -118,9 +121,11 @@ function loadIntegrations() {
     api("/api/admin/channels"),
     api("/api/admin/embed-tokens"),
     api("/api/admin/api-keys"),
+    api("/api/admin/webhooks"),
   ])
-    .then(([channels, tokens, keys]) => {
+    .then(([channels, tokens, keys, hooks]) => {
       renderApiKeys(keys);
+      renderWebhooks(hooks);
       const select = $("#token-channel");
       select.replaceChildren(...channels.map((c) => el("option", { value: c.id, text: c.name })));
       $("#channel-table tbody").replaceChildren(
@@ -241,6 +246,186 @@ function createApiKey(event) {
       $("#new-api-key").hidden = false;
       $("#new-api-key-value").textContent = created.key;
       return loadIntegrations();
+    })
+    .catch((err) => toast(err.message));
+}
+
+// ---- Webhooks --------------------------------------------------------------------------
+
+const HOOKS = "/api/admin/webhooks";
+let editingWebhook = null; // the endpoint the form edits (null: the form adds one)
+let loggedWebhook = null; // the endpoint whose delivery log is shown
+
+function hookPath(id, rest) {
+  return HOOKS + "/" + encodeURIComponent(id) + (rest || "");
+}
+
+function shortTime(iso) {
+  return iso ? iso.slice(0, 19).replace("T", " ") : "";
+}
+
+function hookButton(text, onclick) {
+  return el("button", { class: "button small", type: "button", text, onclick });
+}
+
+function webhookState(h) {
+  if (h.enabled) return h.failing_since ? "Failing since " + shortTime(h.failing_since) : "Enabled";
+  return h.disabled_reason ? "Disabled: " + h.disabled_reason : "Off";
+}
+
+function renderWebhooks(hooks) {
+  $("#webhook-table tbody").replaceChildren(
+    ...hooks.map((h) =>
+      el(
+        "tr",
+        { dataset: { webhookId: h.id, enabled: h.enabled ? "true" : "false" } },
+        el(
+          "td",
+          { class: "mono" },
+          h.url,
+          h.description ? el("div", { class: "hint", text: h.description }) : null,
+        ),
+        el("td", { text: h.event_types.join(", ") }),
+        el("td", { class: "webhook-state", text: webhookState(h) }),
+        el(
+          "td",
+          { class: "actions" },
+          hookButton("Deliveries", () => showDeliveries(h)),
+          hookButton("Send test", () => sendTest(h)),
+          hookButton("Edit", () => editWebhook(h)),
+          hookButton(h.enabled ? "Turn off" : "Turn on", () =>
+            updateWebhook(h, { enabled: !h.enabled }),
+          ),
+          hookButton("Delete", () => deleteWebhook(h)),
+        ),
+      ),
+    ),
+  );
+}
+
+function webhookBody(form) {
+  const data = new FormData(form);
+  return {
+    url: String(data.get("url") || "").trim(),
+    description: String(data.get("description") || ""),
+    event_types: data.getAll("event_types"),
+  };
+}
+
+function saveWebhook(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const body = webhookBody(form);
+  if (editingWebhook) {
+    updateWebhook(editingWebhook, body).then((ok) => ok && stopEditingWebhook());
+    return;
+  }
+  api(HOOKS, { method: "POST", json: body })
+    .then((created) => {
+      form.reset();
+      // Shown once: it is not readable later (rotating it makes a new one).
+      $("#new-webhook").hidden = false;
+      $("#new-webhook-secret").textContent = created.secret;
+      return loadIntegrations();
+    })
+    .catch((err) => toast(err.message));
+}
+
+function editWebhook(h) {
+  const form = $("#webhook-form");
+  editingWebhook = h;
+  form.elements.url.value = h.url;
+  form.elements.description.value = h.description || "";
+  form.querySelectorAll('input[name="event_types"]').forEach((box) => {
+    box.checked = h.event_types.includes(box.value);
+  });
+  $("#webhook-submit").textContent = "Save webhook";
+  $("#webhook-cancel").hidden = false;
+  form.elements.url.focus();
+}
+
+function stopEditingWebhook() {
+  editingWebhook = null;
+  $("#webhook-form").reset();
+  $("#webhook-submit").textContent = "Add webhook";
+  $("#webhook-cancel").hidden = true;
+}
+
+function updateWebhook(h, changes) {
+  return api(hookPath(h.id), { method: "PATCH", json: changes })
+    .then(() => loadIntegrations())
+    .then(() => true)
+    .catch((err) => {
+      toast(err.message);
+      return false;
+    });
+}
+
+function deleteWebhook(h) {
+  if (!window.confirm("Delete the webhook to " + h.url + " and its delivery log?")) return;
+  api(hookPath(h.id), { method: "DELETE" })
+    .then(() => {
+      if (loggedWebhook && loggedWebhook.id === h.id) {
+        loggedWebhook = null;
+        $("#webhook-log").hidden = true;
+      }
+      return loadIntegrations();
+    })
+    .catch((err) => toast(err.message));
+}
+
+function sendTest(h) {
+  api(hookPath(h.id, "/test"), { method: "POST" })
+    .then(() => {
+      toast("A test event is on its way to " + h.url + ".", "info");
+      return showDeliveries(h);
+    })
+    .catch((err) => toast(err.message));
+}
+
+function showDeliveries(h) {
+  loggedWebhook = h;
+  $("#webhook-log").hidden = false;
+  $("#webhook-log-url").textContent = h.url;
+  return loadDeliveries();
+}
+
+function deliveryStatus(d) {
+  if (d.status === "pending" && d.attempts > 0) return "retrying";
+  return d.status;
+}
+
+function loadDeliveries() {
+  const h = loggedWebhook;
+  if (!h) return Promise.resolve();
+  return api(hookPath(h.id, "/deliveries?limit=50"))
+    .then((page) => {
+      $("#webhook-log-table tbody").replaceChildren(
+        ...page.deliveries.map((d) =>
+          el(
+            "tr",
+            { dataset: { deliveryId: String(d.id), status: d.status } },
+            el("td", { text: shortTime(d.last_attempt_at || d.created_at) }),
+            el("td", { text: d.event }),
+            el("td", { class: "delivery-status", text: deliveryStatus(d) }),
+            el("td", { text: d.response_code == null ? "—" : String(d.response_code) }),
+            el("td", { text: d.latency_ms == null ? "—" : d.latency_ms + " ms" }),
+            el("td", { text: String(d.attempts) }),
+            el("td", { class: "hint", text: d.last_error || "" }),
+            el(
+              "td",
+              {},
+              d.status === "pending"
+                ? null
+                : hookButton("Redeliver", () =>
+                    api(hookPath(h.id, "/deliveries/" + d.id + "/redeliver"), { method: "POST" })
+                      .then(loadDeliveries)
+                      .catch((err) => toast(err.message)),
+                  ),
+            ),
+          ),
+        ),
+      );
     })
     .catch((err) => toast(err.message));
 }
