@@ -21,7 +21,26 @@ OUTBOX_STATUSES = ("pending", "done", "dead")
 OutboxIdType = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class OutboxEvent(Base):
+class QueueColumns:
+    """The columns of a leased queue's row (server/queue.py), shared by the outbox and the
+    webhook deliveries."""
+
+    created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
+    status: Mapped[str] = mapped_column(
+        String(10), default="pending", server_default=text("'pending'")
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
+    # The lease: a process that claimed the row owns it until then; after that (a crash,
+    # a stall) another process may claim it again.
+    locked_until: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
+    locked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # When it was delivered (done) or given up (dead).
+    finished_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
+
+
+class OutboxEvent(QueueColumns, Base):
     __tablename__ = "outbox"
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'done', 'dead')", name="status"),
@@ -59,16 +78,3 @@ class OutboxEvent(Base):
     organization_id: Mapped[str] = mapped_column(IdType)
     conversation_id: Mapped[str | None] = mapped_column(IdType, nullable=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
-    status: Mapped[str] = mapped_column(
-        String(10), default="pending", server_default=text("'pending'")
-    )
-    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    next_attempt_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
-    # The lease: a dispatcher that claimed the row owns it until then; after that (a crash,
-    # a stall) another dispatcher may claim it again.
-    locked_until: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
-    locked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # When it was delivered (done) or given up (dead).
-    finished_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)

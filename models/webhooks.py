@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, IdType, JsonType, TimeType, new_id, utcnow
-from models.outbox import OutboxIdType
+from models.outbox import OutboxIdType, QueueColumns
 
 WEBHOOK_EVENT_TYPES = (
     "conversation.created",
@@ -62,7 +62,7 @@ class WebhookEndpoint(Base):
     updated_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
 
 
-class WebhookDelivery(Base):
+class WebhookDelivery(QueueColumns, Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'done', 'dead')", name="status"),
@@ -108,16 +108,6 @@ class WebhookDelivery(Base):
     conversation_id: Mapped[str | None] = mapped_column(IdType, nullable=True)
     # The body as sent (JSON).
     payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
-    status: Mapped[str] = mapped_column(
-        String(10), default="pending", server_default=text("'pending'")
-    )
-    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    next_attempt_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
-    locked_until: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
-    locked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    finished_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
     # The last attempt: the receiver's HTTP status (None: no answer) and how long it took.
     response_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latency_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)

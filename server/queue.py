@@ -30,6 +30,7 @@ libraries for asyncio + SQLAlchemy (or Redis) offer neither.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -81,7 +82,7 @@ class Failed(Exception):
         self.values = values
 
 
-class LeasedQueue:
+class LeasedQueue(abc.ABC):
     """Subclasses name their table and key column and implement `keys()` and `handle()`."""
 
     table: Table
@@ -109,17 +110,14 @@ class LeasedQueue:
 
     # ---- what a subclass provides ---------------------------------------------------------
 
+    @abc.abstractmethod
     async def keys(self) -> list:
         """The keys this process delivers for now (called once per round)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def handle(self, key, row) -> dict | None:
         """Deliver one claimed row; return column values to store with `done` (or None).
         Raise to have it retried (server.queue.Failed to store values with the retry)."""
-        raise NotImplementedError
-
-    def on_dead(self, key, row, error: str) -> None:
-        """A row was given up after max_attempts (already logged)."""
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -446,7 +444,6 @@ class LeasedQueue:
                 row.attempts,
                 error,
             )
-            self.on_dead(key, row, error)
             values = {
                 "status": "dead",
                 "finished_at": utcnow(),
