@@ -836,11 +836,28 @@ async def test_an_unnamed_visitor_is_visitor_and_hex_with_the_full_id_in_the_hea
         await expect(page.locator("#conv-title")).to_have_text("Visitor 9f2c4e1a")
         await expect(page.locator("#conv-meta")).to_contain_text(f"visitor id {session_id}")
         await expect(inbox.messages().last.locator(".msg-sender")).to_have_text("Visitor 9f2c4e1a")
-        await visitor.emit(
-            "user_typing",
-            {"conversation_id": conv["id"], "sender_type": "end_user", "external_id": session_id},
-        )
-        await expect(page.locator("#typing")).to_have_text("Visitor 9f2c4e1a is typing…")
+        # The visitor keeps typing until it shows (as in the typing test above): one event
+        # sent before the opened conversation's room was joined would be missed, as typing is.
+        stop = asyncio.Event()
+
+        async def keep_typing() -> None:
+            while not stop.is_set():
+                await visitor.emit(
+                    "user_typing",
+                    {
+                        "conversation_id": conv["id"],
+                        "sender_type": "end_user",
+                        "external_id": session_id,
+                    },
+                )
+                await asyncio.sleep(0.2)
+
+        typist = asyncio.create_task(keep_typing())
+        try:
+            await expect(page.locator("#typing")).to_have_text("Visitor 9f2c4e1a is typing…")
+        finally:
+            stop.set()
+            await typist
 
         await inbox.open(app_conv)
         await expect(page.locator("#conv-title")).to_have_text("Visitor 6170702d")
