@@ -201,7 +201,10 @@ async def test_the_assignment_flow_arrives_signed_and_in_order_and_is_logged(fac
     claimed = await agent_rec.call("claim_conversation", {"conversation_id": conv["id"]})
     assert "error" not in claimed, claimed
     reply = await factory.agent_send(agent_rec, conv, "On its way.")
-    await visitor.emit("mark_read", {"conversation_id": conv["id"], "message_ids": [reply["id"]]})
+    read = await visitor.call(
+        "mark_read", {"conversation_id": conv["id"], "message_ids": [reply["id"]]}
+    )
+    assert "error" not in read, read  # acknowledged before the resolve is sent
     status, _ = await factory.post(f"/api/conversations/{conv['id']}/resolve", agent, json={})
     assert status == 200
 
