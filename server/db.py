@@ -10,11 +10,13 @@ before the commit (server/outbox.py delivers them).
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import orjson
 from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -42,7 +44,23 @@ def create_engine(database_url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(database_url, pool_size=20, max_overflow=20, pool_recycle=1800)
+    return create_async_engine(
+        database_url,
+        pool_size=20,
+        max_overflow=20,
+        pool_recycle=1800,
+        json_deserializer=_loads_json,
+    )
+
+
+def _loads_json(data: str | bytes):
+    """jsonb columns read with orjson (several times faster than the json module psycopg uses
+    by default: the outbox reads a whole message per row). Numbers orjson refuses (integers
+    beyond 64 bits, which jsonb stores) go to the json module, which reads them."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 _OUTBOX = OutboxEvent.__table__

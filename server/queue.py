@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, and_, delete, func, select, update
+from sqlalchemy import ARRAY, Table, and_, any_, bindparam, delete, func, select, update
 
 from models.base import utcnow
 
@@ -65,6 +65,7 @@ class QueueConfig:
     max_attempts: int = 10
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 300.0
+    # How long delivered rows are kept (then pruned); 0: deleted as soon as delivered.
     retention_seconds: float = 86_400.0
 
     def backoff(self, attempt: int) -> float:
@@ -107,6 +108,14 @@ class LeasedQueue(abc.ABC):
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._last_prune = 0.0
+
+    def _among(self, column, values):
+        """`column IN (values)`. On PostgreSQL, `column = ANY(:array)`: one parameter whatever
+        the number of values, so a round's statements have the same text every time (an IN
+        list renders a placeholder per value, and the driver parses each new text again)."""
+        if self.db.engine.dialect.name == "postgresql":
+            return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        return column.in_(values)
 
     # ---- what a subclass provides ---------------------------------------------------------
 
@@ -174,7 +183,7 @@ class LeasedQueue(abc.ABC):
             try:
                 full = await self._round()
                 if loop.time() - self._last_prune >= min(
-                    PRUNE_EVERY_SECONDS, self.config.retention_seconds
+                    PRUNE_EVERY_SECONDS, self.config.retention_seconds or PRUNE_EVERY_SECONDS
                 ):
                     self._last_prune = loop.time()
                     await self._prune()
@@ -203,14 +212,22 @@ class LeasedQueue(abc.ABC):
             keys = await self.keys() if claim else []
             async with self.db.engine.begin() as conn:
                 mine = and_(t.c.locked_by == self.token, t.c.status == "pending")
-                plain = [row_id for row_id, values in done if not values]
+                kept = done
+                if done and not self.config.retention_seconds:
+                    # Nothing delivered is kept: delete instead of marking done (no new
+                    # row version, no index entries, nothing left to prune).
+                    await conn.execute(
+                        delete(t).where(self._among(t.c.id, [i for i, _ in done]), mine)
+                    )
+                    kept = []
+                plain = [row_id for row_id, values in kept if not values]
                 if plain:
                     await conn.execute(
                         update(t)
-                        .where(t.c.id.in_(plain), mine)
+                        .where(self._among(t.c.id, plain), mine)
                         .values(status="done", finished_at=utcnow(), locked_until=None)
                     )
-                for row_id, values in done:
+                for row_id, values in kept:
                     if values:
                         await conn.execute(
                             update(t)
@@ -228,7 +245,7 @@ class LeasedQueue(abc.ABC):
                 if released:
                     await conn.execute(
                         update(t)
-                        .where(t.c.id.in_(released), mine, t.c.locked_until.is_not(None))
+                        .where(self._among(t.c.id, released), mine, t.c.locked_until.is_not(None))
                         .values(locked_until=None, attempts=t.c.attempts - 1)
                     )
                 for key in keys:
@@ -275,7 +292,7 @@ class LeasedQueue(abc.ABC):
         key = t.c[self.key_column]
         heads = (
             select(func.min(t.c.id).label("id"))
-            .where(t.c.status == "pending", key.in_(keys))
+            .where(t.c.status == "pending", self._among(key, keys))
             .group_by(key, t.c.conversation_id)
             .subquery("heads")
         )
@@ -309,8 +326,8 @@ class LeasedQueue(abc.ABC):
             )
             .where(
                 t.c.status == "pending",
-                key.in_(keys),
-                t.c.conversation_id.in_(conversations),
+                self._among(key, keys),
+                self._among(t.c.conversation_id, conversations),
             )
             .subquery()
         )
@@ -368,7 +385,7 @@ class LeasedQueue(abc.ABC):
         stmt = (
             update(t)
             .where(
-                t.c.id.in_(ids),
+                self._among(t.c.id, ids),
                 t.c.status == "pending",
                 (t.c.locked_until.is_(None)) | (t.c.locked_until < now),
             )

@@ -164,14 +164,15 @@ class Settings:
     # written by other processes or left by a crash (a commit in the process wakes it at
     # once), rows claimed per subscriber at a time, how long a claim holds (a delivery is
     # cancelled and retried after 90% of it), attempts before a row is dead, the retry
-    # backoff (exponential from base, capped, jittered), and how long delivered rows are kept.
+    # backoff (exponential from base, capped, jittered), and how long delivered rows are kept
+    # (0: deleted when delivered).
     outbox_poll_seconds: float = 1.0
     outbox_batch_size: int = 500
     outbox_lease_seconds: float = 30.0
     outbox_max_attempts: int = 10
     outbox_backoff_base_seconds: float = 1.0
     outbox_backoff_cap_seconds: float = 300.0
-    outbox_retention_seconds: float = 86_400.0
+    outbox_retention_seconds: float = 0.0
     # Webhooks (server/webhook_sender.py): one request's timeout, attempts of a delivery and
     # their backoff (the defaults spread 16 attempts over about a day), how long an endpoint
     # may fail without a success before it is disabled, requests in flight per endpoint, how
@@ -270,7 +271,7 @@ class Settings:
             outbox_max_attempts=_int(env, "CHATD_OUTBOX_MAX_ATTEMPTS", 10, 1),
             outbox_backoff_base_seconds=_float(env, "CHATD_OUTBOX_BACKOFF_BASE_SECONDS", 1.0, 0.01),
             outbox_backoff_cap_seconds=_float(env, "CHATD_OUTBOX_BACKOFF_CAP_SECONDS", 300.0, 0.01),
-            outbox_retention_seconds=_float(env, "CHATD_OUTBOX_RETENTION_SECONDS", 86_400.0, 1.0),
+            outbox_retention_seconds=_float(env, "CHATD_OUTBOX_RETENTION_SECONDS", 0.0, 0.0),
             # Webhooks
             webhook_timeout_seconds=_float(env, "CHATD_WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1),
             webhook_max_attempts=_int(env, "CHATD_WEBHOOK_MAX_ATTEMPTS", 16, 1),

@@ -48,6 +48,8 @@ class Outbox:
             "OUTBOX_TEST_HOLD": str(self.hold),
             "CHATD_OUTBOX_LEASE_SECONDS": str(lease),
             "CHATD_OUTBOX_POLL_SECONDS": "0.2",
+            # Delivered rows are kept (marked done), so that the test reads what was delivered.
+            "CHATD_OUTBOX_RETENTION_SECONDS": "3600",
         }
 
     def deliveries(self) -> list[dict]:

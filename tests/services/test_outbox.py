@@ -577,6 +577,34 @@ async def test_delivered_rows_are_pruned_after_the_retention(make_services):
         await asyncio.sleep(0.1)
 
 
+async def test_without_a_retention_delivered_rows_are_deleted_and_dead_rows_kept(make_services):
+    """The default (CHATD_OUTBOX_RETENTION_SECONDS=0): a row is deleted by the round that
+    records its delivery, after its retries too; a dead row stays, with its error."""
+    config = OutboxConfig(
+        poll_seconds=0.1,
+        lease_seconds=5.0,
+        max_attempts=2,
+        backoff_base_seconds=0.02,
+        backoff_cap_seconds=0.05,
+        retention_seconds=0.0,
+    )
+    sub = Recorder(
+        fail=lambda d: d.attempt == 1 or d.event.message["content"] == "poison",
+        kinds={"message.created"},
+    )
+    services = await make_services(sub, config=config)
+    org = await _org(services)
+    conv, visitor = await _conversation(services, org)
+    for content in ("a", "poison", "b"):
+        await _send(services, visitor, conv["id"], content)
+    await sub.wait_delivered(2)
+    assert [d.event.message["content"] for d in sub.delivered] == ["a", "b"]
+    assert all(d.attempt == 2 for d in sub.delivered)  # each was retried once first
+    rows = await _settled(services, sub.name)
+    assert [(r.status, r.payload["message"]["content"]) for r in rows] == [("dead", "poison")]
+    assert "refused" in rows[0].last_error
+
+
 def test_migration_0003_upgrades_an_existing_database_and_downgrades(tmp_path):
     """On a database of the previous revision (a SQLite file of the test's own: downgrading
     the suite's shared database would pull the table from under the other tests)."""
