@@ -68,6 +68,8 @@ class OutboxEvent(QueueColumns, Base):
             sqlite_where=text("status = 'done'"),
             postgresql_where=text("status = 'done'"),
         ),
+        # Ids are never reused (SQLite would take max(id) + 1): subscribers dedupe on them.
+        {"sqlite_autoincrement": True},
     )
 
     # Monotonically increasing: the delivery order of a (subscriber, conversation) and the id

@@ -603,6 +603,13 @@ async def test_without_a_retention_delivered_rows_are_deleted_and_dead_rows_kept
     rows = await _settled(services, sub.name)
     assert [(r.status, r.payload["message"]["content"]) for r in rows] == [("dead", "poison")]
     assert "refused" in rows[0].last_error
+    # An id is never handed out again once its row is deleted (subscribers dedupe on it):
+    # "b" had the highest id in the table; SQLite without AUTOINCREMENT would reuse it.
+    seen = [d.outbox_id for _, d in sub.attempts]
+    await _send(services, visitor, conv["id"], "c")
+    await sub.wait_delivered(3)
+    assert sub.delivered[-1].event.message["content"] == "c"
+    assert sub.delivered[-1].outbox_id > max(seen)
 
 
 def test_migration_0003_upgrades_an_existing_database_and_downgrades(tmp_path):
