@@ -55,6 +55,10 @@ class WebhookEndpoint(Base):
     # The signing secret is derived from CHATD_SECRET_KEY and this random salt (nothing
     # stored is enough to sign); rotating the secret draws a new salt.
     secret_salt: Mapped[str] = mapped_column(String(64))
+    # After a rotation, the previous secret's salt and until when requests are signed with
+    # it too (receivers switch at their pace); None: one secret.
+    previous_secret_salt: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
     created_by: Mapped[str | None] = mapped_column(
         IdType, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
@@ -92,6 +96,8 @@ class WebhookDelivery(QueueColumns, Base):
             sqlite_where=text("status = 'done'"),
             postgresql_where=text("status = 'done'"),
         ),
+        # Ids are never reused (SQLite would take max(id) + 1): subscribers dedupe on them.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(OutboxIdType, primary_key=True, autoincrement=True)

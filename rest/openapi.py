@@ -22,6 +22,7 @@ VERSION = "1.0.0"
 
 # ---- output shapes (documentation only; built by server/serializers.py) ----------------------
 
+
 class ErrorDetail(Schema):
     code = fields.String(required=True, metadata={"description": "A stable error code."})
     message = fields.String(required=True)
@@ -171,6 +172,14 @@ class WebhookEndpoint(Schema):
         metadata={"description": "Why the platform turned it off (sustained failure)."},
     )
     failing_since = fields.String(allow_none=True, required=True)
+    previous_secret_expires_at = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={
+            "description": "Until then requests carry a second signature, made with the "
+            "secret before the last rotation."
+        },
+    )
     created_at = fields.String(required=True)
     updated_at = fields.String(required=True)
     secret = fields.String(
@@ -251,6 +260,7 @@ def _op(
     query: Any = None,
     path_params: list[dict] | None = None,
     description: str | None = None,
+    body_required: bool = True,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "tags": tags, "responses": responses}
     if description:
@@ -262,7 +272,10 @@ def _op(
     if params:
         op["parameters"] = params
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": body}},
+        }
     return op
 
 
@@ -316,9 +329,7 @@ def build_spec() -> dict[str, Any]:
     conv = "/api/conversations/{conversation_id}"
     v1conv = "/api/v1/conversations/{conversation_id}"
     paths: dict[str, dict[str, Any]] = {
-        "/healthz": {
-            "get": _op("Liveness", ["Operations"], [], {"200": {"description": "OK"}})
-        },
+        "/healthz": {"get": _op("Liveness", ["Operations"], [], {"200": {"description": "OK"}})},
         "/readyz": {
             "get": _op(
                 "Readiness: database, Redis and a fan-out round trip; 503 while shutting down",
@@ -356,9 +367,7 @@ def build_spec() -> dict[str, Any]:
         },
         "/auth/logout": {"post": _op("Sign out", agent, SESSION, {"200": {"description": "OK"}})},
         "/api/me": {"get": _op("Who is signed in", agent, SESSION_READ, {"200": _json("Me")})},
-        "/api/team": {
-            "get": _op("The team", agent, SESSION_READ, {"200": _json(many("User"))})
-        },
+        "/api/team": {"get": _op("The team", agent, SESSION_READ, {"200": _json(many("User"))})},
         "/api/conversations/": {
             "get": _op(
                 "List conversations (unassigned, mine, all)",
@@ -668,10 +677,13 @@ def _webhook_paths(many) -> dict[str, dict[str, Any]]:
         }
         paths[one + "/rotate-secret"] = {
             "post": _op(
-                "A new signing secret (in the answer)",
+                "A new signing secret (in the answer); the previous one keeps signing too "
+                "for expire_previous_after_seconds",
                 tags,
                 write,
-                {"200": _json("WebhookEndpoint"), **_errors(401, 403, 404)},
+                {"200": _json("WebhookEndpoint"), **_errors(400, 401, 403, 404)},
+                body=rs.WebhookRotateSchema,
+                body_required=False,
                 path_params=[hook],
             )
         }

@@ -202,6 +202,11 @@ class WebhookUpdateSchema(Strict):
     enabled = fields.Boolean(load_default=None)
 
 
+class WebhookRotateSchema(Strict):
+    # How long the secret being replaced keeps signing too (0: not at all); at most 7 days.
+    expire_previous_after_seconds = Count(0, 7 * 86_400, load_default=86_400)
+
+
 class WebhookDeliveriesQuerySchema(Strict):
     status = fields.String(
         load_default=None, validate=validate.OneOf(("pending", "delivered", "failed"))

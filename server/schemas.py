@@ -181,6 +181,16 @@ class MessageBodySchema(Strict):
             raise ValidationError({"rich_media": exc.messages}) from None
 
 
+class _WholeNumber(fields.Integer):
+    """marshmallow's Integer, which also reads query strings ("50"), but refuses a JSON number
+    with a fraction (1.5) instead of truncating it."""
+
+    def _validated(self, value):
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
 def Count(minimum: int = 0, maximum: int = MAX_INT, **kwargs):  # noqa: N802 - a field factory
     """A non-negative integer (offset, limit, seq) no larger than the database's INTEGER."""
-    return fields.Integer(validate=validate.Range(min=minimum, max=min(maximum, MAX_INT)), **kwargs)
+    return _WholeNumber(validate=validate.Range(min=minimum, max=min(maximum, MAX_INT)), **kwargs)

@@ -76,13 +76,24 @@ class GuardedResolver(AbstractResolver):
 
 
 class _Endpoint:
-    __slots__ = ("failing_since", "id", "signer", "url")
+    __slots__ = ("failing_since", "id", "previous", "previous_until", "signer", "url")
 
-    def __init__(self, row, secret: str) -> None:
+    def __init__(self, row, secret: str, previous: str | None) -> None:
         self.id = row.id
         self.url = row.url
         self.signer = Webhook(secret)
+        # The secret before the last rotation signs too, until then (naive UTC).
+        self.previous = Webhook(previous) if previous is not None else None
+        self.previous_until = row.previous_secret_expires_at
         self.failing_since = row.failing_since
+
+    def sign(self, webhook_id: str, sent_at: datetime, body: str) -> str:
+        """The webhook-signature header: `v1,<sig>`, or `v1,<sig> v1,<previous sig>` while
+        the previous secret is valid (Standard Webhooks: any one signature verifies)."""
+        signature = self.signer.sign(webhook_id, sent_at, body)
+        if self.previous is not None and utcnow() < self.previous_until:
+            signature += " " + self.previous.sign(webhook_id, sent_at, body)
+        return signature
 
 
 def sender_config(settings: Settings) -> QueueConfig:
@@ -108,7 +119,7 @@ class WebhookSender(LeasedQueue):
         self.settings = settings
         self.webhooks = webhooks
         self._endpoints: dict[str, _Endpoint] = {}
-        self._salts: dict[str, tuple[str, str]] = {}
+        self._salts: dict[str, tuple] = {}
         self._refreshed = -ENDPOINTS_REFRESH_SECONDS
         self._session: aiohttp.ClientSession | None = None
 
@@ -140,21 +151,35 @@ class WebhookSender(LeasedQueue):
         now = time.monotonic()
         if now - self._refreshed >= ENDPOINTS_REFRESH_SECONDS:
             self._refreshed = now
-            stmt = select(_E.c.id, _E.c.url, _E.c.secret_salt, _E.c.failing_since).where(
-                _E.c.enabled.is_(True)
-            )
+            stmt = select(
+                _E.c.id,
+                _E.c.url,
+                _E.c.secret_salt,
+                _E.c.previous_secret_salt,
+                _E.c.previous_secret_expires_at,
+                _E.c.failing_since,
+            ).where(_E.c.enabled.is_(True))
             async with self.db.read() as conn:
                 rows = (await conn.execute(stmt)).all()
             endpoints = {}
             for row in rows:
                 known = self._endpoints.get(row.id)
-                if known is not None and self._salts.get(row.id) == (row.url, row.secret_salt):
+                signing = (
+                    row.url,
+                    row.secret_salt,
+                    row.previous_secret_salt,
+                    row.previous_secret_expires_at,
+                )
+                if known is not None and self._salts.get(row.id) == signing:
                     known.failing_since = row.failing_since
                     endpoints[row.id] = known
                 else:
                     secret = self.webhooks.secret_for(row.id, row.secret_salt)
-                    endpoints[row.id] = _Endpoint(row, secret)
-                    self._salts[row.id] = (row.url, row.secret_salt)
+                    previous = None
+                    if row.previous_secret_salt and row.previous_secret_expires_at:
+                        previous = self.webhooks.secret_for(row.id, row.previous_secret_salt)
+                    endpoints[row.id] = _Endpoint(row, secret, previous)
+                    self._salts[row.id] = signing
             self._endpoints = endpoints
         return list(self._endpoints)
 
@@ -169,7 +194,7 @@ class WebhookSender(LeasedQueue):
             "Content-Type": "application/json",
             "webhook-id": webhook_id,
             "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": endpoint.signer.sign(webhook_id, sent_at, body),
+            "webhook-signature": endpoint.sign(webhook_id, sent_at, body),
         }
         started = time.monotonic()
         code: int | None = None

@@ -18,6 +18,7 @@ from rest.middlewares import (
 from rest.schemas import (
     WebhookCreateSchema,
     WebhookDeliveriesQuerySchema,
+    WebhookRotateSchema,
     WebhookUpdateSchema,
 )
 from server.errors import NotFound
@@ -26,6 +27,7 @@ from server.services.webhooks import MANAGE_SCOPE
 _create = WebhookCreateSchema()
 _update = WebhookUpdateSchema()
 _deliveries_query = WebhookDeliveriesQuerySchema()
+_rotate = WebhookRotateSchema()
 
 
 def _actor(request: web.Request):
@@ -78,10 +80,15 @@ async def delete_endpoint(request: web.Request) -> web.Response:
 
 
 async def rotate_secret(request: web.Request) -> web.Response:
+    """200 with the endpoint and its new secret; the body is optional:
+    {"expire_previous_after_seconds": 0..604800} (default a day)."""
     actor = _actor(request)
-    return web.json_response(
-        await request.app[SERVICES].webhooks.rotate_secret(actor, _endpoint_id(request))
+    endpoint_id = _endpoint_id(request)
+    body = await load_json(request, _rotate, optional=True)
+    rotated = await request.app[SERVICES].webhooks.rotate_secret(
+        actor, endpoint_id, body["expire_previous_after_seconds"]
     )
+    return web.json_response(rotated)
 
 
 async def send_test(request: web.Request) -> web.Response:

@@ -28,6 +28,7 @@ import logging
 import secrets
 import socket
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,6 +53,9 @@ EVENT_TYPES = WEBHOOK_EVENT_TYPES
 TEST_EVENT = "webhook.test"
 MANAGE_SCOPE = "webhooks:manage"
 MAX_ENDPOINTS_PER_ORGANIZATION = 20
+# After a rotation the previous secret signs too, for this long by default (at most the max).
+PREVIOUS_SECRET_SECONDS = 86_400
+MAX_PREVIOUS_SECRET_SECONDS = 7 * 86_400
 SECRET_PREFIX = "whsec_"
 # Saving an endpoint resolves its host (SSRF check): at most this long.
 RESOLVE_TIMEOUT_SECONDS = 5.0
@@ -125,6 +129,14 @@ async def check_target(url: str, allow_private: bool) -> None:
 # ---- shapes ---------------------------------------------------------------------------------
 
 
+def previous_secret_expiry(row: Any, now: datetime):
+    """When the endpoint's previous secret stops signing, if it still does (else None)."""
+    expires = row.previous_secret_expires_at
+    if row.previous_secret_salt is None or expires is None or expires <= now:
+        return None
+    return expires
+
+
 def endpoint_public(row: Any) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -134,6 +146,9 @@ def endpoint_public(row: Any) -> dict[str, Any]:
         "enabled": row.enabled,
         "disabled_reason": row.disabled_reason,
         "failing_since": iso(row.failing_since),
+        # Until then, requests also carry a signature made with the secret before the last
+        # rotation; None: one secret.
+        "previous_secret_expires_at": iso(previous_secret_expiry(row, utcnow())),
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
@@ -364,17 +379,42 @@ class WebhookService:
             await uow.conn.execute(delete(_E).where(_E.c.id == endpoint_id))
         await self._changed()
 
-    async def rotate_secret(self, actor, endpoint_id: str) -> dict[str, Any]:
-        """A new signing secret, at once (deliveries from now on are signed with it)."""
+    async def rotate_secret(
+        self,
+        actor,
+        endpoint_id: str,
+        expire_previous_after_seconds: int = PREVIOUS_SECRET_SECONDS,
+    ) -> dict[str, Any]:
+        """A new signing secret, at once (deliveries from now on are signed with it). The
+        secret it replaces keeps signing too (a second signature in the same header) for
+        `expire_previous_after_seconds`, so receivers switch without refusing anything; 0 ends
+        it at once. Only the secret in use until now is kept: rotating twice within that time
+        drops the older one."""
         org = self._organization(actor)
+        if not 0 <= expire_previous_after_seconds <= MAX_PREVIOUS_SECRET_SECONDS:
+            message = f"Must be between 0 and {MAX_PREVIOUS_SECRET_SECONDS}."
+            raise InvalidInput(
+                f"expire_previous_after_seconds: {message}",
+                fields={"expire_previous_after_seconds": [message]},
+            )
+        now = utcnow()
         async with self.db.unit_of_work() as uow:
-            await self._row(uow.conn, org, endpoint_id)
+            current = await self._row(uow.conn, org, endpoint_id)
+            keep = expire_previous_after_seconds > 0
             await uow.conn.execute(
                 update(_E)
                 .where(_E.c.id == endpoint_id)
-                .values(secret_salt=secrets.token_hex(16), updated_at=utcnow())
+                .values(
+                    secret_salt=secrets.token_hex(16),
+                    previous_secret_salt=current.secret_salt if keep else None,
+                    previous_secret_expires_at=(
+                        now + timedelta(seconds=expire_previous_after_seconds) if keep else None
+                    ),
+                    updated_at=now,
+                )
             )
             row = await self._row(uow.conn, org, endpoint_id)
+        await self._changed()
         return {**endpoint_public(row), "secret": self.secret_for(row.id, row.secret_salt)}
 
     # ---- deliveries ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -443,19 +444,59 @@ async def test_test_events_redelivery_and_secret_rotation(factory, receiver):
     await receiver.wait_accepted(2)
     assert receiver.accepted[1]["id"] == test_event["id"]  # the same webhook-id: dedupe on it
 
+    # A rotation keeps the previous secret signing too, a day by default: each request then
+    # carries both signatures, and a receiver holding either secret accepts it.
     old_secret = receiver.secret
     status, rotated, _ = await call(factory, "POST", base + "/rotate-secret", key)
     assert status == 200 and rotated["secret"] != old_secret
+    until = datetime.fromisoformat(rotated["previous_secret_expires_at"]).replace(tzinfo=UTC)
+    assert abs((until - datetime.now(UTC)).total_seconds() - 86_400) < 60
     assert receiver.bad_signatures == 0
     receiver.secret = rotated["secret"]
     await call(factory, "POST", base + "/test", key)
     # Within a second every process signs with the new secret (a request signed with the old
-    # one meanwhile is refused by this receiver and retried).
+    # one alone meanwhile is refused by this receiver and retried).
     await receiver.wait_accepted(3)
     raw = json.dumps(receiver.accepted[2], separators=(",", ":"))
     headers = receiver.requests[-1]["headers"]
-    with pytest.raises(WebhookVerificationError):
-        Webhook(old_secret).verify(raw, headers)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    assert Webhook(old_secret).verify(raw, headers) == receiver.accepted[2]
+    status, shown, _ = await call(factory, "GET", base, key)
+    assert shown["previous_secret_expires_at"] == rotated["previous_secret_expires_at"]
+
+    # Bad input is refused and changes nothing.
+    for body in (
+        {"expire_previous_after_seconds": -1},
+        {"expire_previous_after_seconds": 7 * 86_400 + 1},
+        {"expire_previous_after_seconds": "soon"},
+        {"expire_previous_after_seconds": 1.5},
+        {"keep": 1},
+    ):
+        status, refused, _ = await call(factory, "POST", base + "/rotate-secret", key, json=body)
+        assert status == 400 and refused["error"]["code"] == "invalid_input", (body, refused)
+    status, shown, _ = await call(factory, "GET", base, key)
+    assert shown["previous_secret_expires_at"] == rotated["previous_secret_expires_at"]
+    assert shown["updated_at"] == rotated["updated_at"]
+
+    # 0: the secret being replaced stops signing at once (and the one before it is gone).
+    second_secret = receiver.secret
+    status, again, _ = await call(
+        factory,
+        "POST",
+        base + "/rotate-secret",
+        key,
+        json={"expire_previous_after_seconds": 0},
+    )
+    assert status == 200 and again["previous_secret_expires_at"] is None
+    receiver.secret = again["secret"]
+    await call(factory, "POST", base + "/test", key)
+    await receiver.wait_accepted(4)
+    raw = json.dumps(receiver.accepted[3], separators=(",", ":"))
+    headers = receiver.requests[-1]["headers"]
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    for gone in (old_secret, second_secret):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(gone).verify(raw, headers)
 
     # Unknown ids answer 404, malformed ones too.
     for path in (base + "/deliveries/999999999/redeliver", base + "/deliveries/x/redeliver"):
