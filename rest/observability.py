@@ -63,7 +63,9 @@ class Metrics:
             "chatd_login_failures", "Agent logins refused for wrong credentials.", registry=r
         )
         self.http_requests = Counter(
-            "chatd_http_requests", "HTTP requests answered, by status class.", ["status"],
+            "chatd_http_requests",
+            "HTTP requests answered, by status class.",
+            ["status"],
             registry=r,
         )
         self.shutting_down = False
@@ -98,7 +100,8 @@ class _Live:
 
 
 def live_metrics(app: web.Application, namespace) -> Callable[[], list]:
-    """Sockets by kind (from the namespace's clients), the bus queue, fan-out errors."""
+    """Sockets by kind (from the namespace's clients), the bus queue, fan-out errors, and the
+    outcomes of the outbox's and the webhooks' deliveries."""
 
     def collect() -> list:
         kinds = {"agent": 0, "end_user": 0, "anonymous": 0}
@@ -126,7 +129,21 @@ def live_metrics(app: web.Application, namespace) -> Callable[[], list]:
             "Event batches that could not be published to Redis (other processes missed them).",
             value=getattr(app[SIO].manager, "publish_errors", 0),
         )
-        return [sockets, depth, errors]
+        services = app[SERVICES]
+        outcomes = CounterMetricFamily(
+            "chatd_queue_deliveries",
+            "Rows of the outbox (to durable subscribers) and of the webhook queue handled by "
+            "this process, by outcome: delivered, retried (an attempt failed), dead (given up).",
+            labels=["queue", "outcome"],
+        )
+        for queue_name, queue in (
+            ("outbox", services.outbox),
+            ("webhooks", services.webhook_sender),
+        ):
+            if queue is not None:
+                for outcome, count in queue.outcomes.items():
+                    outcomes.add_metric([queue_name, outcome], count)
+        return [sockets, depth, errors, outcomes]
 
     return collect
 
@@ -255,9 +272,7 @@ async def readyz(request: web.Request) -> web.Response:
             sio.start_manager()  # started at start-up; here for an app run without startup
         probe = getattr(sio.manager, "probe", None)
         checks["fanout"] = await _check(probe(PROBE_TIMEOUT)) if probe else "not configured"
-    failed = sorted(
-        k for k, v in checks.items() if v not in ("ok", "not configured")
-    )
+    failed = sorted(k for k, v in checks.items() if v not in ("ok", "not configured"))
     body = {"status": "unavailable" if failed else "ok", "failed": failed, "checks": checks}
     return web.json_response(body, status=503 if failed else 200)
 

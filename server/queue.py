@@ -108,6 +108,9 @@ class LeasedQueue(abc.ABC):
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._last_prune = 0.0
+        # Outcomes recorded since the process started (read by /metrics): rows delivered,
+        # attempts that failed and will be retried, rows given up (dead).
+        self.outcomes = {"delivered": 0, "retried": 0, "dead": 0}
 
     def _among(self, column, values):
         """`column IN (values)`. On PostgreSQL, `column = ANY(:array)`: one parameter whatever
@@ -261,6 +264,9 @@ class LeasedQueue(abc.ABC):
             self._failed[:0] = failed
             self._released[:0] = released
             raise
+        self.outcomes["delivered"] += len(done)
+        for _, _, values in failed:
+            self.outcomes["dead" if values.get("status") == "dead" else "retried"] += 1
         key_of = self.key_column
         taken: dict[Any, int] = {}
         run: list = []

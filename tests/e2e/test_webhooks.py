@@ -21,6 +21,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.factories import uid
 from tests.rest.test_api_v1 import call
+from tests.rest.test_observability import sample, scrape
 
 ALL_TYPES = [
     "conversation.created",
@@ -250,8 +251,19 @@ async def test_the_assignment_flow_arrives_signed_and_in_order_and_is_logged(fac
     assert status == 200 and same["deliveries"] == log["deliveries"]
 
 
+def _outcomes(metrics: str) -> dict[str, float]:
+    """chatd_queue_deliveries_total of the webhooks queue, by outcome."""
+    return {
+        outcome: sample(
+            metrics, "chatd_queue_deliveries_total", f'{{outcome="{outcome}",queue="webhooks"}}'
+        )
+        for outcome in ("delivered", "retried", "dead")
+    }
+
+
 async def test_a_failed_delivery_is_retried_and_later_events_wait_for_it(factory, receiver):
     _, _, key, endpoint = await _setup(factory, receiver, types=["message.created"])
+    before = _outcomes(await scrape(factory))
     receiver.fail_once(lambda p: p["data"]["message"]["content"] == "two")
     other_org = await factory.org()  # another organization's traffic is not sent here
     other = await factory.conversation(other_org)
@@ -279,6 +291,10 @@ async def test_a_failed_delivery_is_retried_and_later_events_wait_for_it(factory
     assert status == 200 and len(log["deliveries"]) == 4
     by_content = {d["payload"]["data"]["message"]["content"]: d for d in log["deliveries"]}
     assert by_content["two"]["attempts"] == 2 and by_content["one"]["attempts"] == 1
+    # /metrics counts the outcomes.
+    after = _outcomes(await scrape(factory))
+    assert after["delivered"] - before["delivered"] >= 4
+    assert after["retried"] - before["retried"] >= 1
 
 
 async def _v1_conversation(factory, key):
