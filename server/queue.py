@@ -230,15 +230,25 @@ class LeasedQueue(abc.ABC):
                         .where(self._among(t.c.id, plain), mine)
                         .values(status="done", finished_at=utcnow(), locked_until=None)
                     )
+                # Rows done with values of their own (the webhooks' response code...): one
+                # executemany per set of columns (psycopg pipelines it: one round trip).
+                with_values: dict[tuple, list[dict]] = {}
                 for row_id, values in kept:
                     if values:
-                        await conn.execute(
-                            update(t)
-                            .where(t.c.id == row_id, mine)
-                            .values(
-                                status="done", finished_at=utcnow(), locked_until=None, **values
-                            )
-                        )
+                        params = {"row_id_": row_id, **{f"v_{k}": v for k, v in values.items()}}
+                        with_values.setdefault(tuple(sorted(values)), []).append(params)
+                for columns, params in with_values.items():
+                    await conn.execute(
+                        update(t)
+                        .where(t.c.id == bindparam("row_id_"), mine)
+                        .values(
+                            status="done",
+                            finished_at=utcnow(),
+                            locked_until=None,
+                            **{c: bindparam(f"v_{c}") for c in columns},
+                        ),
+                        params,
+                    )
                 for row_id, attempt, values in failed:
                     await conn.execute(
                         update(t)
