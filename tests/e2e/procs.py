@@ -104,6 +104,11 @@ def run_cli(*args: str, env: dict[str, str], inherit_env: bool = True) -> str:
         capture_output=True,
         text=True,
         timeout=60,
-        check=True,
     )
+    if out.returncode != 0:
+        # What the command said, in the test's failure (CalledProcessError shows neither).
+        raise AssertionError(
+            f"chatd {args[0]} exited with {out.returncode}\n"
+            f"stdout: {out.stdout[-2000:]}\nstderr: {out.stderr[-4000:]}"
+        )
     return out.stdout

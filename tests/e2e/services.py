@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,27 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.e2e.procs import free_port
+
+def restartable_port() -> int:
+    """A free port outside the kernel's ephemeral range, for a server that is stopped and
+    started again on the same port. free_port() gets one from the ephemeral range, which the
+    kernel also hands out as the local port of outgoing connections: while the server is down,
+    one of the suite's many client connections could take it, and the restart would fail with
+    "address already in use"."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    below = (10_000, low) if low > 12_000 else (high + 1, 65_535)
+    for _ in range(200):
+        port = random.randrange(*below)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 def _bin(name: str) -> str:
@@ -61,7 +82,7 @@ class PrivateRedis:
     (clients reconnect to the same URL, as they would to a restarted production Redis)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+        self.port = restartable_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.workdir = Path(workdir)
         self.proc: subprocess.Popen | None = None
@@ -104,7 +125,7 @@ class PrivatePostgres:
     """A throw-away PostgreSQL cluster (initdb in a temporary folder, trust auth)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+        self.port = restartable_port()
         self.dir = Path(workdir) / f"pg-{uuid.uuid4().hex[:8]}"
         self.data = self.dir / "data"
         self._user: str | None = "postgres" if os.geteuid() == 0 else None
@@ -137,7 +158,7 @@ class PrivatePostgres:
     def start(self) -> None:
         if not self._initialised:
             self._init()
-        self._run(
+        started = self._run(
             _bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "30",
             # fsync off: a crash of the server process (what the tests cause) loses nothing
             # the OS holds. synchronous_commit stays on: an acknowledged commit is in the WAL
@@ -145,8 +166,20 @@ class PrivatePostgres:
             "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c full_page_writes=off",
             "start",
+            check=False,
         )
+        if started.returncode != 0:
+            raise RuntimeError(
+                f"pg_ctl start exited with {started.returncode} (port {self.port}): "
+                f"{started.stderr.strip()}\nserver log:\n{self.log_tail()}"
+            )
         _wait_port(self.port, 30, "postgres")
+
+    def log_tail(self, size: int = 3000) -> str:
+        try:
+            return (self.dir / "log").read_text(errors="replace")[-size:]
+        except OSError as exc:
+            return f"(no log: {exc})"
 
     @property
     def running(self) -> bool:

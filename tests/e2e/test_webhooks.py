@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from tests.e2e.services import restartable_port
 from tests.factories import uid
 from tests.rest.test_api_v1 import call
 from tests.rest.test_observability import sample, scrape
@@ -40,19 +41,14 @@ FAST = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Receiver:
     """An HTTP endpoint that records what it is sent. `mode`: "ok" (204), "fail" (500),
     "hang" (never answers); `fail_once(predicate)` answers 500 to the first matching
     request. Every request's signature is checked against `secret`."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        # The same port after a restart (a receiver that was down comes back where it was).
+        self.port = restartable_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.secret: str | None = None
         self.mode = "ok"
