@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections import defaultdict
 
@@ -583,14 +584,7 @@ async def test_delivered_rows_are_pruned_after_the_retention(make_services):
 async def test_without_a_retention_delivered_rows_are_deleted_and_dead_rows_kept(make_services):
     """The default (CHATD_OUTBOX_RETENTION_SECONDS=0): a row is deleted by the round that
     records its delivery, after its retries too; a dead row stays, with its error."""
-    config = OutboxConfig(
-        poll_seconds=0.1,
-        lease_seconds=5.0,
-        max_attempts=2,
-        backoff_base_seconds=0.02,
-        backoff_cap_seconds=0.05,
-        retention_seconds=0.0,
-    )
+    config = dataclasses.replace(FAST, max_attempts=2, retention_seconds=0.0)
     sub = Recorder(
         fail=lambda d: d.attempt == 1 or d.event.message["content"] == "poison",
         kinds={"message.created"},
