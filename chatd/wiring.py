@@ -11,10 +11,12 @@ import redis.asyncio as aioredis
 from server.app_services import Services
 from server.bus import EventBus
 from server.db import Database, create_engine
+from server.identity import IdentityVerifier
 from server.outbox import OutboxConfig, OutboxDispatcher
 from server.services.api_keys import ApiKeyService
 from server.services.auth import AuthService
 from server.services.conversations import ConversationService
+from server.services.mobile import MobileService
 from server.services.orgs import OrgService
 from server.services.presence import MemoryPresenceStore, PresenceService, RedisPresenceStore
 from server.services.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -49,7 +51,8 @@ def build_services(settings: Settings, metrics=None) -> Services:
         from rest.observability import CountingLimiter
 
         limiter = CountingLimiter(limiter, metrics)
-    conversations = ConversationService(db)
+    identity = IdentityVerifier(settings.secret_key)
+    conversations = ConversationService(db, identity)
     conversations.writer.observer = metrics
     limits = VisitorLimits(limiter, settings)
     widget = WidgetService(db, conversations, limits=limits)
@@ -64,8 +67,9 @@ def build_services(settings: Settings, metrics=None) -> Services:
         typing=TypingService(bus, settings.typing_timeout_seconds),
         conversations=conversations,
         auth=AuthService(db, limiter, settings),
-        orgs=OrgService(db),
+        orgs=OrgService(db, identity),
         widget=widget,
+        mobile=MobileService(conversations, limits=limits),
         uploads=UploadService(
             settings.uploads_path, settings.upload_max_bytes, widget, limits=limits
         ),

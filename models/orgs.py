@@ -11,6 +11,10 @@ from models.base import Base, IdType, JsonType, TimeType, new_id, utcnow
 
 ROLES = ("owner", "admin", "agent")
 CHANNEL_TYPES = ("webchat", "mobile_sdk")
+# How a channel knows its end users: "off" (anonymous ids, whoever holds one is its user),
+# "hmac" (the customer's server signs the id: user_hash) or "jwt" (a signed token, sub = id).
+IDENTITY_MODES = ("off", "hmac", "jwt")
+IDENTITY_JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 
 
 class Organization(Base):
@@ -39,7 +43,10 @@ class User(Base):
 
 class Channel(Base):
     __tablename__ = "channels"
-    __table_args__ = (CheckConstraint("type IN ('webchat', 'mobile_sdk')", name="type"),)
+    __table_args__ = (
+        CheckConstraint("type IN ('webchat', 'mobile_sdk')", name="type"),
+        CheckConstraint("identity_mode IN ('off', 'hmac', 'jwt')", name="identity_mode"),
+    )
 
     id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
     organization_id: Mapped[str] = mapped_column(
@@ -48,6 +55,16 @@ class Channel(Base):
     type: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
+    # A mobile channel's public key, which apps present to open conversations (None for web
+    # chat, whose visitors present an embed token).
+    public_key: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    identity_mode: Mapped[str] = mapped_column(String(8), default="off", server_default="off")
+    # The identity secret is derived from CHATD_SECRET_KEY and this salt (never stored):
+    # a new salt is a new secret.
+    identity_salt: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    identity_jwt_algorithm: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # RS256/ES256: the identity provider's keys (JWKS); HS256 signs with the identity secret.
+    identity_jwks_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
 
 
 class EmbedToken(Base):

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
-from marshmallow import Schema, ValidationError
+from marshmallow import EXCLUDE, Schema, ValidationError
 
 from realtime import schemas
 from realtime.events import ERROR
 from server import rooms, serializers
-from server.actors import Actor, ActorKind, AgentActor, EndUserActor
+from server.actors import Actor, ActorKind, AgentActor, EndUserActor, IdentityProof
 from server.app_services import Services
 from server.errors import (
     DomainError,
@@ -33,6 +33,7 @@ from server.errors import (
     infrastructure_error,
 )
 from server.origins import agent_origin_allowed, is_own_origin
+from server.schemas import IdentityProofSchema
 from server.services.conversations import REPLAY_BATCH, ConversationFacts, NewMessage
 from server.services.ratelimit import MemoryRateLimiter
 from server.validation import unstorable_reason
@@ -62,6 +63,8 @@ class ClientState:
     origin: str | None = None
     # conversation_id -> what the end-user check found (organization, embed token)
     visitor_facts: dict[str, ConversationFacts] = field(default_factory=dict)
+    # The proof of identity the handshake presented (channels that verify end users).
+    proof: IdentityProof | None = None
 
     def embed_token_ids(self) -> set[str]:
         """The embed tokens this socket's visitor access rests on."""
@@ -84,6 +87,24 @@ def _handshake_embed_token(auth: Any) -> str | None:
     if not isinstance(token, str) or not token or len(token) > 200 or unstorable_reason(token):
         raise InvalidInput("auth.embed_token must be an embed token.")
     return token
+
+
+_handshake_proof_schema = IdentityProofSchema(unknown=EXCLUDE)
+
+
+def _handshake_proof(auth: Any) -> IdentityProof | None:
+    """The proof of identity in the handshake's `auth` ({user_hash} or {identity_token}), for
+    every end-user event of the socket that does not carry its own. Raises InvalidInput for
+    a malformed one."""
+    if not isinstance(auth, dict) or not ("user_hash" in auth or "identity_token" in auth):
+        return None
+    try:
+        loaded = _handshake_proof_schema.load(
+            {k: auth.get(k) for k in ("user_hash", "identity_token")}
+        )
+    except ValidationError as err:
+        raise InvalidInput("auth carries a malformed proof of identity.", err.messages) from None
+    return IdentityProof.of(loaded)
 
 
 def _refusal(data: dict[str, Any]) -> socketio.exceptions.ConnectionRefusedError:
@@ -190,6 +211,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         host = headers.get("Host")
         state = ClientState(origin=origin if origin and not is_own_origin(origin, host) else None)
         embed_token = _handshake_embed_token(auth)
+        state.proof = _handshake_proof(auth)
         if embed_token is not None:
             # A visitor's socket (the widget). The browser may also hold an agent's cookie
             # (the widget page is on our origin); that does not make this socket an agent's.
@@ -338,7 +360,8 @@ class ChatNamespace(socketio.AsyncNamespace):
         external_id = external_id or state.end_user_of.get(conv)
         if not external_id:
             raise InvalidInput("external_id is required for end users.")
-        return EndUserActor(external_id, state.embed_token_id, state.origin)
+        proof = IdentityProof.of(data) or state.proof
+        return EndUserActor(external_id, state.embed_token_id, state.origin, proof)
 
     async def _check_access(
         self, state: ClientState, actor: Actor, conversation_id: str

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from server.schemas import MessageBodySchema, Strict, Uuid
+from server.schemas import IdentityProofSchema, MessageBodySchema, Strict, Uuid
 from server.validation import MAX_INT
 
 
-class SendMessageSchema(MessageBodySchema):
+class IdentityFields(IdentityProofSchema):
+    """The proof of identity an end user's event may carry (server/identity.py). A socket
+    may instead present it once, in its handshake's `auth`."""
+
+
+class SendMessageSchema(MessageBodySchema, IdentityFields):
     conversation_id = Uuid(required=True)
     sender_type = fields.String(required=True, validate=validate.OneOf(("end_user", "agent")))
     external_id = fields.String(
@@ -30,7 +35,7 @@ class ConversationRefSchema(Strict):
     conversation_id = Uuid(required=True)
 
 
-class JoinConversationSchema(Strict):
+class JoinConversationSchema(IdentityFields):
     conversation_id = Uuid(required=True)
     external_id = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=255)
@@ -41,7 +46,7 @@ class JoinConversationSchema(Strict):
     )
 
 
-class TypingSchema(Strict):
+class TypingSchema(IdentityFields):
     conversation_id = Uuid(required=True)
     sender_type = fields.String(
         load_default=None, allow_none=True, validate=validate.OneOf(("end_user", "agent"))
@@ -51,7 +56,7 @@ class TypingSchema(Strict):
     )
 
 
-class MarkReadSchema(Strict):
+class MarkReadSchema(IdentityFields):
     conversation_id = Uuid(required=True)
     message_ids = fields.List(Uuid(), required=True, validate=validate.Length(min=1, max=100))
     sender_type = fields.String(

@@ -36,6 +36,8 @@ API_V1_PREFIX = "/api/v1/"
 # Under /api/ but public: the API's own description.
 PUBLIC_API_PATHS = frozenset({"/api/openapi.json", "/api/docs"})
 PUBLIC_API_PREFIX = "/api/docs/assets/"
+# The native apps' calls: no session; the app user is known by external_id (and its proof).
+MOBILE_API_PREFIX = "/api/mobile/"
 PUBLIC_API_PREFIXES = (
     "/chat-widget/conversations",
     "/chat-widget/history/",
@@ -123,7 +125,9 @@ async def session_middleware(request: web.Request, handler):
     """Loads the agent from the session cookie; guards /api/* (401 JSON, CSRF on unsafe).
     /api/v1/ is the integration API's: API keys only (api_key_middleware)."""
     path = request.path
-    if path.startswith((API_V1_PREFIX, PUBLIC_API_PREFIX)) or path in PUBLIC_API_PATHS:
+    if path.startswith((API_V1_PREFIX, PUBLIC_API_PREFIX, MOBILE_API_PREFIX)) or (
+        path in PUBLIC_API_PATHS
+    ):
         request[AGENT] = request[SESSION_TOKEN] = None
         return await handler(request)
     token = credential(request.cookies.get("session"))

@@ -11,6 +11,7 @@ from rest.handlers import (
     conversations,
     docs,
     health,
+    mobile,
     uploads,
     v1,
     webhooks,
@@ -71,6 +72,10 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/admin/users", admin.create_user)
     r.add_get("/api/admin/channels", admin.list_channels)
     r.add_post("/api/admin/channels", admin.create_channel)
+    channel_identity = "/api/admin/channels/{channel_id}/identity"
+    r.add_get(channel_identity, admin.channel_identity)
+    r.add_put(channel_identity, admin.set_channel_identity)
+    r.add_post(channel_identity + "/rotate-secret", admin.rotate_identity_secret)
     r.add_get("/api/admin/embed-tokens", admin.list_embed_tokens)
     r.add_post("/api/admin/embed-tokens", admin.create_embed_token)
     r.add_post("/api/admin/embed-tokens/{token_id}/revoke", admin.revoke_embed_token)
@@ -102,6 +107,7 @@ def setup_routes(app: web.Application) -> None:
         r.add_post(base + HOOK + "/deliveries/{delivery_id}/redeliver", webhooks.redeliver)
 
     r.add_post("/chat-widget/conversations", widget.open_conversation)
+    r.add_post("/api/mobile/conversations", mobile.open_conversation)
     r.add_get("/chat-widget/history/{conversation_id}", widget.history)
 
     app[WIDGET_ASSETS] = WidgetAssets.load()

@@ -12,11 +12,11 @@ from datetime import UTC
 from functools import partial
 
 import orjson
-from marshmallow import ValidationError, fields, validate
+from marshmallow import ValidationError, fields, validate, validates_schema
 
 from models.orgs import API_KEY_SCOPES
 from models.webhooks import WEBHOOK_EVENT_TYPES
-from server.schemas import UUID_RE, Count, Strict, Uuid
+from server.schemas import UUID_RE, Count, IdentityProofSchema, Strict, Uuid
 
 Tag = fields.String(validate=validate.Length(min=1, max=50))
 
@@ -35,7 +35,7 @@ class HistoryQuerySchema(Strict):
     after_seq = Count(load_default=None)
 
 
-class WidgetHistoryQuerySchema(Strict):
+class WidgetHistoryQuerySchema(IdentityProofSchema):
     external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
     after_seq = Count(load_default=None)
 
@@ -58,7 +58,7 @@ class LoginFormSchema(LoginSchema):
     next = fields.String(load_default=None)
 
 
-class WidgetConversationSchema(Strict):
+class WidgetConversationSchema(IdentityProofSchema):
     embed_token = fields.String(required=True, validate=validate.Length(min=4, max=200))
     external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
     customer_name = fields.String(
@@ -80,6 +80,41 @@ class CreateChannelSchema(Strict):
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
 
 
+class ChannelIdentitySchema(Strict):
+    """PUT /api/admin/channels/{id}/identity."""
+
+    mode = fields.String(required=True, validate=validate.OneOf(("off", "hmac", "jwt")))
+    jwt_algorithm = fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(("HS256", "RS256", "ES256"))
+    )
+    jwks_url = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=[
+            validate.Length(max=2000),
+            validate.URL(schemes={"http", "https"}, require_tld=False),
+        ],
+    )
+
+
+class MobileConversationSchema(IdentityProofSchema):
+    """POST /api/mobile/conversations: a native app opens its user's conversation."""
+
+    channel_id = Uuid(load_default=None, allow_none=True)
+    channel_key = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(min=4, max=64)
+    )
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    display_name = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=200)
+    )
+
+    @validates_schema(skip_on_field_errors=True)
+    def _one_channel(self, data, **_kwargs):
+        if bool(data["channel_id"]) == bool(data["channel_key"]):
+            raise ValidationError("Give channel_id or channel_key (one of them).", "channel_id")
+
+
 class CreateEmbedTokenSchema(Strict):
     channel_id = fields.String(required=True, validate=validate.Regexp(UUID_RE))
     name = fields.String(load_default="Web chat", validate=validate.Length(min=1, max=200))
@@ -90,7 +125,7 @@ class CreateEmbedTokenSchema(Strict):
     )
 
 
-class WidgetPageQuerySchema(Strict):
+class WidgetPageQuerySchema(IdentityProofSchema):
     """GET /chat-widget: the guide's iframe parameters."""
 
     embed_token = fields.String(required=True, validate=validate.Length(min=4, max=200))
@@ -99,7 +134,7 @@ class WidgetPageQuerySchema(Strict):
     title = fields.String(load_default="Chat with us", validate=validate.Length(min=1, max=100))
 
 
-class VisitorUploadSchema(Strict):
+class VisitorUploadSchema(IdentityProofSchema):
     """The text fields of POST /chat-widget/uploads (the file comes in the field `file`)."""
 
     embed_token = fields.String(required=True, validate=validate.Length(min=4, max=200))

@@ -29,6 +29,31 @@ class ActorKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityProof:
+    """What an end user's client presents to prove it is the user of its external_id, on a
+    channel that verifies identity (server/identity.py): one of the two, by the channel's
+    mode."""
+
+    user_hash: str | None = None
+    identity_token: str | None = None
+
+    @classmethod
+    def of(cls, data: dict | None) -> IdentityProof | None:
+        """The proof in a request body, query or handshake (None when it carries none)."""
+        if not data:
+            return None
+        user_hash, token = data.get("user_hash"), data.get("identity_token")
+        if not (isinstance(user_hash, str) and user_hash) and not (
+            isinstance(token, str) and token
+        ):
+            return None
+        return cls(
+            user_hash if isinstance(user_hash, str) and user_hash else None,
+            token if isinstance(token, str) and token else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class EndUserActor:
     """An anonymous visitor, known only by the external_id the widget or app holds.
 
@@ -42,6 +67,8 @@ class EndUserActor:
     embed_token_id: str | None = None
     # The browser Origin, when it is not the server's own (the widget page's own is None).
     origin: str | None = None
+    # The proof of identity, on channels that verify their end users.
+    proof: IdentityProof | None = None
 
     kind: ClassVar[ActorKind] = ActorKind.END_USER
     sender_type: ClassVar[str] = "end_user"

@@ -15,6 +15,7 @@ from server.outbox import OutboxDispatcher
 from server.services.api_keys import ApiKeyService
 from server.services.auth import AuthService
 from server.services.conversations import ConversationService
+from server.services.mobile import MobileService
 from server.services.orgs import OrgService
 from server.services.presence import PresenceService
 from server.services.ratelimit import RateLimiter
@@ -40,6 +41,7 @@ class Services:
     auth: AuthService
     orgs: OrgService
     widget: WidgetService
+    mobile: MobileService
     uploads: UploadService
     api_keys: ApiKeyService
     webhooks: WebhookService

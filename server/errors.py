@@ -43,6 +43,20 @@ class Forbidden(DomainError):
     default_message = "Not allowed."
 
 
+class IdentityRequired(NotAuthenticated):
+    """The channel verifies its end users and the request carried no proof."""
+
+    code = "identity_required"
+    default_message = "This chat requires a verified user: user_hash or identity_token missing."
+
+
+class IdentityRefused(Forbidden):
+    """The proof of identity does not verify for this external_id."""
+
+    code = "identity_invalid"
+    default_message = "The user's identity could not be verified."
+
+
 class NotFound(DomainError):
     code = "not_found"
     status = 404

@@ -32,6 +32,11 @@ UUID_RE = re.compile(
 )
 
 
+# A proof of identity (server/identity.py): a hex HMAC-SHA256, or a JWT.
+USER_HASH = validate.Length(min=1, max=128)
+IDENTITY_TOKEN = validate.Length(min=1, max=8192)
+
+
 def _url(value: str) -> None:
     # Absolute http(s) links or our own root-relative upload paths; never javascript: or data:.
     if value.startswith("/") and not value.startswith("//"):
@@ -84,6 +89,14 @@ class StorableInput(Schema):
 class Strict(StorableInput):
     class Meta:
         unknown = RAISE
+
+
+class IdentityProofSchema(Strict):
+    """The two ways an end user proves its external_id, for every body and query that opens
+    or reads an end user's conversation."""
+
+    user_hash = fields.String(load_default=None, allow_none=True, validate=USER_HASH)
+    identity_token = fields.String(load_default=None, allow_none=True, validate=IDENTITY_TOKEN)
 
 
 class ButtonSchema(Strict):

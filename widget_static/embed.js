@@ -13,7 +13,13 @@
   function get(a, k) { try { return w[a].getItem(k); } catch (e) {} }
   function set(a, k, v) { try { w[a].setItem(k, v); } catch (e) {} }
 
-  var sid = get("localStorage", sidKey);
+  // A signed-in user of the site (docs/identity.md): its id and the server's proof of it.
+  var sid = s.getAttribute("data-user-id"), proof = "";
+  [["user_hash", "data-user-hash"], ["identity_token", "data-identity-token"]].forEach(function (p) {
+    var v = s.getAttribute(p[1]);
+    if (v) proof += "&" + p[0] + "=" + encodeURIComponent(v);
+  });
+  sid = sid || get("localStorage", sidKey);
   if (!sid) {
     sid = Array.prototype.map.call(crypto.getRandomValues(new Uint8Array(16)), function (x) {
       return (x + 256).toString(16).slice(1);
@@ -56,7 +62,7 @@
       frame.title = "Chat";
       frame.setAttribute("data-" + T, "frame");
       frame.src = base + "/chat-widget?embed_token=" + encodeURIComponent(token) +
-        "&session_id=" + encodeURIComponent(sid) +
+        "&session_id=" + encodeURIComponent(sid) + proof +
         (name ? "&customer_name=" + encodeURIComponent(name) : "") +
         (title ? "&title=" + encodeURIComponent(title) : "");
       css(frame, "bottom:88px;width:380px;height:560px;max-width:calc(100vw - 40px);" +

@@ -6,11 +6,17 @@ from aiohttp import web
 
 from rest.keys import SERVICES
 from rest.middlewares import agent_of, load_json, path_id
-from rest.schemas import CreateChannelSchema, CreateEmbedTokenSchema, CreateUserSchema
+from rest.schemas import (
+    ChannelIdentitySchema,
+    CreateChannelSchema,
+    CreateEmbedTokenSchema,
+    CreateUserSchema,
+)
 
 _user = CreateUserSchema()
 _channel = CreateChannelSchema()
 _token = CreateEmbedTokenSchema()
+_identity = ChannelIdentitySchema()
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -35,6 +41,32 @@ async def create_channel(request: web.Request) -> web.Response:
         agent_of(request), body["type"], body["name"]
     )
     return web.json_response(channel, status=201)
+
+
+async def channel_identity(request: web.Request) -> web.Response:
+    settings = await request.app[SERVICES].orgs.channel_identity(
+        agent_of(request), path_id(request, "channel_id")
+    )
+    return web.json_response(settings)
+
+
+async def set_channel_identity(request: web.Request) -> web.Response:
+    body = await load_json(request, _identity)
+    settings = await request.app[SERVICES].orgs.set_channel_identity(
+        agent_of(request),
+        path_id(request, "channel_id"),
+        body["mode"],
+        body["jwt_algorithm"],
+        body["jwks_url"],
+    )
+    return web.json_response(settings)
+
+
+async def rotate_identity_secret(request: web.Request) -> web.Response:
+    settings = await request.app[SERVICES].orgs.rotate_identity_secret(
+        agent_of(request), path_id(request, "channel_id")
+    )
+    return web.json_response(settings)
 
 
 async def list_embed_tokens(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ from marshmallow import Schema
 from rest.keys import SERVICES
 from rest.middlewares import agent_of, load_form
 from rest.schemas import AgentUploadSchema, VisitorUploadSchema
+from server.actors import IdentityProof
 from server.errors import InvalidInput
 from server.services.uploads import StagedUpload, UploadService
 
@@ -119,6 +120,7 @@ async def visitor_upload(request: web.Request) -> web.Response:
             staged,
             origin=request.headers.get("Origin"),
             own_origin=f"{request.scheme}://{request.host}",
+            proof=IdentityProof.of(data),
         )
     finally:
         uploads.discard(staged)

@@ -7,6 +7,7 @@ from aiohttp import web
 from rest.keys import SERVICES
 from rest.middlewares import load_json, load_query, path_id
 from rest.schemas import WidgetConversationSchema, WidgetHistoryQuerySchema
+from server.actors import IdentityProof
 
 _open = WidgetConversationSchema()
 _history = WidgetHistoryQuerySchema()
@@ -21,6 +22,7 @@ async def open_conversation(request: web.Request) -> web.Response:
         origin=request.headers.get("Origin"),
         own_origin=f"{request.scheme}://{request.host}",
         client_address=request.remote,
+        proof=IdentityProof.of(body),
     )
     return web.json_response(conversation, status=201 if created else 200)
 
@@ -32,6 +34,6 @@ async def history(request: web.Request) -> web.Response:
     if origin == f"{request.scheme}://{request.host}":
         origin = None  # the widget page itself: the token's allowed origins do not apply
     result = await request.app[SERVICES].conversations.widget_history(
-        q["external_id"], conversation_id, q["after_seq"], origin=origin
+        q["external_id"], conversation_id, q["after_seq"], origin=origin, proof=IdentityProof.of(q)
     )
     return web.json_response(result)

@@ -15,7 +15,8 @@ from rest.middlewares import load_query
 from rest.pages import render
 from rest.schemas import WidgetPageQuerySchema
 from rest.widget_assets import WIDGET_ASSETS, asset_response, versioned_response
-from server.errors import DomainError, infrastructure_error
+from server.actors import IdentityProof
+from server.errors import DomainError, IdentityRefused, IdentityRequired, infrastructure_error
 
 _page_query = WidgetPageQuerySchema()
 
@@ -63,9 +64,15 @@ async def page(request: web.Request) -> web.Response:
             q["session_id"],
             (q["customer_name"] or "").strip() or None,
             client_address=request.remote,
+            proof=IdentityProof.of(q),
         )
     except DomainError as err:
-        message = "This chat is not available." if err.status == 403 else err.message
+        if isinstance(err, IdentityRequired | IdentityRefused):
+            message = "This chat could not verify who you are. Sign in again, or contact the site."
+        elif err.status == 403:
+            message = "This chat is not available."
+        else:
+            message = err.message
         return _error_page(request, err.status, message, err.extra.get("retry_after_ms"))
     except Exception as exc:
         # The database or Redis is down: the iframe says so instead of showing JSON.
@@ -81,6 +88,9 @@ async def page(request: web.Request) -> web.Response:
         "external_id": conversation["end_user"]["external_id"],
         "customer_name": conversation["end_user"]["display_name"] or "",
         "embed_token": q["embed_token"],
+        # The proof of identity, for the widget's history, uploads and socket (verified above).
+        "user_hash": q["user_hash"] or "",
+        "identity_token": q["identity_token"] or "",
         "upload_max_bytes": str(request.app[SERVICES].settings.upload_max_bytes),
         "render_css": files.url("shared/render.css"),
         "widget_css": files.url("widget/widget.css"),

@@ -31,6 +31,7 @@ from server.actors import (
     ActorKind,
     AgentActor,
     EndUserActor,
+    IdentityProof,
     IntegrationActor,
     StaffActor,
 )
@@ -42,6 +43,7 @@ from server.domain_events import (
     MessagesRead,
 )
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.identity import IdentityVerifier
 from server.origins import token_allows
 from server.security import sha256_hex
 from server.services.message_writer import MessageWriter, NewMessage
@@ -84,6 +86,42 @@ class ConversationFacts:
     embed_token_id: str | None = None
 
 
+# The identity columns of a channel, labelled for _ChannelRow (server/identity.py).
+_CHANNEL_IDENTITY = (
+    _CH.c.identity_mode,
+    _CH.c.identity_salt,
+    _CH.c.identity_jwt_algorithm,
+    _CH.c.identity_jwks_url,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _ChannelRow:
+    """A channel's identity settings, from any row that selected _CHANNEL_IDENTITY."""
+
+    id: str
+    identity_mode: str
+    identity_salt: str | None
+    identity_jwt_algorithm: str | None
+    identity_jwks_url: str | None
+
+    @classmethod
+    def of(cls, row, channel_id: str | None = None) -> _ChannelRow:
+        return cls(
+            channel_id or row.channel_id,
+            row.identity_mode,
+            row.identity_salt,
+            row.identity_jwt_algorithm,
+            row.identity_jwks_url,
+        )
+
+
+def channel_identity_of(row, channel_id: str | None = None) -> _ChannelRow:
+    """The identity settings in a live_embed_token() or mobile_channel() row (give the
+    channel's id for the latter), for IdentityVerifier.verify."""
+    return _ChannelRow.of(row, channel_id)
+
+
 def _conversation_select():
     open_session = and_(_S.c.conversation_id == _C.c.id, _S.c.status == "open")
     return select(
@@ -123,9 +161,12 @@ def normalize_tags(tags: list[str]) -> list[str]:
 
 
 class ConversationService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, identity: IdentityVerifier | None = None) -> None:
         self.db = db
         self.writer = MessageWriter(db)
+        # Verifies end users on channels that require it (None: a verifier without a secret
+        # key, which still refuses every proof on such channels).
+        self.identity = identity or IdentityVerifier("")
 
     async def start(self) -> None:
         await self.writer.start()
@@ -179,8 +220,11 @@ class ConversationService:
                 _T.c.channel_id.label("token_channel_id"),
                 _T.c.revoked_at,
                 _T.c.allowed_origins,
+                *_CHANNEL_IDENTITY,
             ).select_from(
-                _C.join(_E, _E.c.id == _C.c.end_user_id).outerjoin(_T, _T.c.id == token_key)
+                _C.join(_E, _E.c.id == _C.c.end_user_id)
+                .join(_CH, _CH.c.id == _C.c.channel_id)
+                .outerjoin(_T, _T.c.id == token_key)
             ),
             actor,
             conversation_id,
@@ -197,6 +241,7 @@ class ConversationService:
                 raise Forbidden("This chat is no longer available (embed token revoked).")
             if not token_allows(row.allowed_origins, actor.origin):
                 raise Forbidden(ORIGIN_REFUSED)
+        await self.identity.verify(_ChannelRow.of(row), actor.external_id, actor.proof)
         return ConversationFacts(
             row.id, row.organization_id, row.external_id, row.last_seq, row.token_id
         )
@@ -390,13 +435,17 @@ class ConversationService:
         customer_name: str | None = None,
         origin: str | None = None,
         own_origin: str | None = None,
+        proof: IdentityProof | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Open (or find) the visitor's conversation on the token's channel.
 
         Raises Forbidden for an unknown or revoked token, or a browser Origin outside the
-        token's allowed origins. Returns (conversation, created).
+        token's allowed origins; IdentityRequired / IdentityRefused when the channel verifies
+        its end users and `proof` is missing or wrong (nothing is created or renamed).
+        Returns (conversation, created).
         """
         token = await self.live_embed_token(embed_token, origin, own_origin)
+        await self.identity.verify(_ChannelRow.of(token), external_id, proof)
         for attempt in range(3):
             try:
                 return await self._create_or_get(
@@ -415,10 +464,15 @@ class ConversationService:
     ):
         """The live embed token a visitor's client presents, checked once for every way in
         (widget page, conversation opening, socket handshake, uploads): its row
-        (organization, channel, allowed origins). Raises Forbidden for an unknown or revoked
-        token, and for a browser `origin` the token does not admit (origins.token_allows;
-        `own_origin` is the server's own, the widget page's)."""
-        stmt = select(_T).where(_T.c.token_hash == sha256_hex(token), _T.c.revoked_at.is_(None))
+        (organization, channel, allowed origins, the channel's identity settings). Raises
+        Forbidden for an unknown or revoked token, and for a browser `origin` the token does
+        not admit (origins.token_allows; `own_origin` is the server's own, the widget
+        page's)."""
+        stmt = (
+            select(_T, *_CHANNEL_IDENTITY)
+            .select_from(_T.join(_CH, _CH.c.id == _T.c.channel_id))
+            .where(_T.c.token_hash == sha256_hex(token), _T.c.revoked_at.is_(None))
+        )
         async with self.db.read() as session:
             row = (await session.execute(stmt)).first()
         if row is None:
@@ -447,6 +501,55 @@ class ConversationService:
             try:
                 return await self._create_or_get(
                     _Entry(actor.organization_id, channel_id, None), external_id, display_name
+                )
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def has_conversation(self, channel_id: str, external_id: str) -> bool:
+        """Whether the end user of external_id already has a conversation on the channel."""
+        stmt = (
+            select(_C.c.id)
+            .select_from(_C.join(_E, _E.c.id == _C.c.end_user_id))
+            .where(
+                _C.c.channel_id == channel_id,
+                _E.c.channel_id == channel_id,
+                _E.c.external_id == external_id,
+            )
+            .limit(1)
+        )
+        async with self.db.read() as session:
+            return (await session.execute(stmt)).first() is not None
+
+    async def mobile_channel(self, channel_id: str | None, channel_key: str | None):
+        """The mobile channel a native app names by id or public key: its row (organization,
+        identity settings). NotFound for anything else (a web chat channel included: its
+        visitors come in with an embed token)."""
+        cond = _CH.c.id == channel_id if channel_id else _CH.c.public_key == channel_key
+        stmt = select(_CH).where(cond, _CH.c.type == "mobile_sdk")
+        async with self.db.read() as session:
+            row = (await session.execute(stmt)).first()
+        if row is None:
+            raise NotFound("Mobile channel not found.")
+        return row
+
+    async def open_on_mobile_channel(
+        self,
+        channel,
+        external_id: str,
+        display_name: str | None = None,
+        proof: IdentityProof | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Open (or find) a native app user's conversation on a mobile channel (a row of
+        mobile_channel()). IdentityRequired / IdentityRefused when the channel verifies its
+        end users and the proof is missing or wrong (nothing created). Returns
+        (conversation, created)."""
+        await self.identity.verify(_ChannelRow.of(channel, channel.id), external_id, proof)
+        for attempt in range(3):
+            try:
+                return await self._create_or_get(
+                    _Entry(channel.organization_id, channel.id, None), external_id, display_name
                 )
             except IntegrityError:
                 if attempt == 2:
@@ -600,11 +703,12 @@ class ConversationService:
         conversation_id: str,
         after_seq: int | None = None,
         origin: str | None = None,
+        proof: IdentityProof | None = None,
     ) -> list[dict[str, Any]]:
         """The widget's history. Raises NotFound, and Forbidden once the conversation's embed
         token is revoked or when a browser `origin` (other than the server's own) is outside
         the token's allowed origins, as the visitor's socket events are refused."""
-        actor = EndUserActor(external_id, origin=origin)
+        actor = EndUserActor(external_id, origin=origin, proof=proof)
         await self.facts(actor, conversation_id)
         rows = await self.history(actor, conversation_id, WIDGET_HISTORY_LIMIT, 0, after_seq)
         return [serializers.message_for_widget(r) for r in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -9,9 +10,11 @@ from sqlalchemy.exc import IntegrityError
 
 from models import Channel, EmbedToken, Organization, User
 from models.base import new_id, utcnow
+from models.orgs import IDENTITY_JWT_ALGORITHMS, IDENTITY_MODES
 from server.actors import AgentActor
 from server.db import Database
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.identity import IdentityVerifier
 from server.origins import normalize_origin
 from server.security import hash_password, new_embed_token, sha256_hex
 from server.serializers import iso
@@ -24,6 +27,7 @@ _T = EmbedToken.__table__
 
 ROLES = ("owner", "admin", "agent")
 MIN_PASSWORD = 8
+MOBILE_KEY_PREFIX = "mc_"
 
 
 def _check_password(password: str) -> None:
@@ -44,12 +48,29 @@ def token_public(row) -> dict[str, Any]:
 
 
 def channel_public(row) -> dict[str, Any]:
-    return {"id": row.id, "type": row.type, "name": row.name, "created_at": iso(row.created_at)}
+    return {
+        "id": row.id,
+        "type": row.type,
+        "name": row.name,
+        "created_at": iso(row.created_at),
+        # What native apps present to open conversations (mobile channels; null for web chat).
+        "public_key": row.public_key,
+        "identity": {
+            "mode": row.identity_mode,
+            "jwt_algorithm": row.identity_jwt_algorithm,
+            "jwks_url": row.identity_jwks_url,
+        },
+    }
+
+
+def new_channel_key() -> str:
+    return MOBILE_KEY_PREFIX + secrets.token_urlsafe(24)
 
 
 class OrgService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, identity: IdentityVerifier | None = None) -> None:
         self.db = db
+        self.identity = identity or IdentityVerifier("")
 
     async def bootstrap(
         self, org_name: str, email: str, password: str, allowed_origins: list[str] | None = None
@@ -229,10 +250,95 @@ class OrgService:
                     type=type,
                     name=name,
                     created_at=utcnow(),
+                    public_key=new_channel_key() if type == "mobile_sdk" else None,
+                    identity_mode="off",
                 )
             )
             row = (await uow.conn.execute(select(_Ch).where(_Ch.c.id == channel_id))).one()
         return channel_public(row)
+
+    # ---- verified identity of a channel's end users (server/identity.py) ----------------
+
+    async def _own_channel(self, s, actor: AgentActor, channel_id: str):
+        row = (
+            await s.execute(
+                select(_Ch).where(
+                    _Ch.c.id == channel_id, _Ch.c.organization_id == actor.organization_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound("Channel not found.")
+        return row
+
+    def _identity_settings(self, row) -> dict[str, Any]:
+        """A channel's identity settings with its secret (owners and admins only: the
+        customer's server needs it to sign user ids)."""
+        uses_secret = row.identity_salt is not None and (
+            row.identity_mode == "hmac"
+            or (row.identity_mode == "jwt" and row.identity_jwt_algorithm == "HS256")
+        )
+        return {
+            "channel_id": row.id,
+            "mode": row.identity_mode,
+            "jwt_algorithm": row.identity_jwt_algorithm,
+            "jwks_url": row.identity_jwks_url,
+            "secret": self.identity.secret_for(row.id, row.identity_salt) if uses_secret else None,
+        }
+
+    async def channel_identity(self, actor: AgentActor, channel_id: str) -> dict[str, Any]:
+        self._require_admin(actor)
+        async with self.db.read() as s:
+            return self._identity_settings(await self._own_channel(s, actor, channel_id))
+
+    async def set_channel_identity(
+        self,
+        actor: AgentActor,
+        channel_id: str,
+        mode: str,
+        jwt_algorithm: str | None = None,
+        jwks_url: str | None = None,
+    ) -> dict[str, Any]:
+        """Set how the channel verifies its end users. "hmac" and "jwt" with HS256 use the
+        channel's identity secret (made on first use, kept across mode changes); RS256 and
+        ES256 need the identity provider's JWKS URL. Turning verification on refuses every
+        end user without a proof from then on, on every way in. InvalidInput, NotFound."""
+        self._require_admin(actor)
+        if mode not in IDENTITY_MODES:
+            raise InvalidInput("mode must be off, hmac or jwt.")
+        if mode == "jwt":
+            jwt_algorithm = jwt_algorithm or "HS256"
+            if jwt_algorithm not in IDENTITY_JWT_ALGORITHMS:
+                raise InvalidInput("jwt_algorithm must be HS256, RS256 or ES256.")
+            if jwt_algorithm != "HS256" and not jwks_url:
+                raise InvalidInput(f"{jwt_algorithm} needs jwks_url, the identity provider's keys.")
+            if jwt_algorithm == "HS256":
+                jwks_url = None
+        else:
+            jwt_algorithm, jwks_url = None, None
+        async with self.db.unit_of_work() as uow:
+            row = await self._own_channel(uow.conn, actor, channel_id)
+            values: dict[str, Any] = {
+                "identity_mode": mode,
+                "identity_jwt_algorithm": jwt_algorithm,
+                "identity_jwks_url": jwks_url,
+            }
+            if row.identity_salt is None and mode != "off":
+                values["identity_salt"] = secrets.token_hex(16)
+            await uow.conn.execute(update(_Ch).where(_Ch.c.id == row.id).values(**values))
+            row = (await uow.conn.execute(select(_Ch).where(_Ch.c.id == row.id))).one()
+        return self._identity_settings(row)
+
+    async def rotate_identity_secret(self, actor: AgentActor, channel_id: str) -> dict[str, Any]:
+        """A new identity secret: proofs made with the old one are refused from now on."""
+        self._require_admin(actor)
+        async with self.db.unit_of_work() as uow:
+            row = await self._own_channel(uow.conn, actor, channel_id)
+            await uow.conn.execute(
+                update(_Ch).where(_Ch.c.id == row.id).values(identity_salt=secrets.token_hex(16))
+            )
+            row = (await uow.conn.execute(select(_Ch).where(_Ch.c.id == row.id))).one()
+        return self._identity_settings(row)
 
     async def list_embed_tokens(self, actor: AgentActor) -> list[dict[str, Any]]:
         self._require_admin(actor)

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from models.base import utcnow
-from server.actors import AgentActor
+from server.actors import AgentActor, IdentityProof
 from server.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from server.serializers import iso
 from server.services.widget import VisitorLimits, WidgetService
@@ -290,13 +290,14 @@ class UploadService:
         staged: StagedUpload,
         origin: str | None = None,
         own_origin: str | None = None,
+        proof: IdentityProof | None = None,
     ) -> dict[str, Any]:
         """Keep a visitor's file. Actor: the visitor holding external_id on the token's
         channel. Raises Forbidden (token unknown, revoked, or the Origin not allowed),
         NotFound (not this visitor's conversation), RateLimited (over the per-visitor limit,
         counted only once the visitor is proven, so nobody else can use up their allowance)."""
         await self.widget.visitor_conversation(
-            embed_token, external_id, conversation_id, origin, own_origin
+            embed_token, external_id, conversation_id, origin, own_origin, proof
         )
         if self.limits is not None:
             await self.limits.visitor_upload_by(conversation_id)

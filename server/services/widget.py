@@ -13,15 +13,17 @@ from typing import Any
 from sqlalchemy import select
 
 from models import Conversation, EndUser
+from server.actors import IdentityProof
 from server.db import Database
 from server.errors import Forbidden, NotFound, RateLimited
 from server.origins import frame_ancestors
-from server.services.conversations import ConversationService
+from server.services.conversations import ConversationService, channel_identity_of
 from server.services.ratelimit import RateLimiter
 from server.settings import Settings
 
 _C = Conversation.__table__
 _E = EndUser.__table__
+
 
 @dataclass(frozen=True, slots=True)
 class WidgetPage:
@@ -55,17 +57,19 @@ class WidgetService:
         external_id: str,
         customer_name: str | None,
         client_address: str | None = None,
+        proof: IdentityProof | None = None,
     ) -> WidgetPage:
         """The widget page of a visitor: their conversation (created on the first visit,
         renamed when customer_name changes) and who may frame the page.
 
         Actor: the anonymous visitor holding external_id. Raises Forbidden for an unknown or
-        revoked token, RateLimited as open_conversation does. Emits nothing (a conversation
-        is announced by its first message).
+        revoked token, IdentityRequired / IdentityRefused when the channel verifies its end
+        users and the proof is missing or wrong, RateLimited as open_conversation does.
+        Emits nothing (a conversation is announced by its first message).
         """
         token = await self.conversations.live_embed_token(embed_token)
         conversation, _created = await self.open_conversation(
-            embed_token, external_id, customer_name, client_address=client_address
+            embed_token, external_id, customer_name, client_address=client_address, proof=proof
         )
         return WidgetPage(conversation, frame_ancestors(token.allowed_origins))
 
@@ -85,6 +89,7 @@ class WidgetService:
         conversation_id: str,
         origin: str | None = None,
         own_origin: str | None = None,
+        proof: IdentityProof | None = None,
     ) -> VisitorConversation:
         """Check that the visitor holding external_id owns the conversation on the live
         token's channel.
@@ -94,6 +99,7 @@ class WidgetService:
         yours" and "does not exist" are the same answer).
         """
         token = await self.conversations.live_embed_token(embed_token, origin, own_origin)
+        await self.conversations.identity.verify(channel_identity_of(token), external_id, proof)
         stmt = (
             select(_C.c.id)
             .select_from(_C.join(_E, _E.c.id == _C.c.end_user_id))
@@ -122,6 +128,7 @@ class WidgetService:
         origin: str | None = None,
         own_origin: str | None = None,
         client_address: str | None = None,
+        proof: IdentityProof | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """ConversationService.create_or_get_conversation for a visitor on the public web,
         with the limits on new conversations (per client address, per embed token).
@@ -137,27 +144,21 @@ class WidgetService:
                 token = await self.conversations.live_embed_token(embed_token, origin, own_origin)
             except Forbidden:
                 token = None  # creates nothing: create_or_get_conversation says why
-            if token is not None and not await self._has_conversation(
-                token.channel_id, external_id
-            ):
-                await self.limits.new_conversation(client_address, token.id)
+            if token is not None:
+                # An unproven visitor is refused before it counts against anyone's limits.
+                await self.conversations.identity.verify(
+                    channel_identity_of(token), external_id, proof
+                )
+                if not await self.conversations.has_conversation(token.channel_id, external_id):
+                    await self.limits.new_conversation(client_address, token.id)
         return await self.conversations.create_or_get_conversation(
-            embed_token, external_id, customer_name, origin=origin, own_origin=own_origin
+            embed_token,
+            external_id,
+            customer_name,
+            origin=origin,
+            own_origin=own_origin,
+            proof=proof,
         )
-
-    async def _has_conversation(self, channel_id: str, external_id: str) -> bool:
-        stmt = (
-            select(_C.c.id)
-            .select_from(_C.join(_E, _E.c.id == _C.c.end_user_id))
-            .where(
-                _C.c.channel_id == channel_id,
-                _E.c.channel_id == channel_id,
-                _E.c.external_id == external_id,
-            )
-            .limit(1)
-        )
-        async with self.db.read() as session:
-            return (await session.execute(stmt)).first() is not None
 
 
 class VisitorLimits:

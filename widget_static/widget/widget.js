@@ -22,6 +22,11 @@ var CID = cfg.conversationId,
   EXT = cfg.externalId,
   TOKEN = cfg.embedToken;
 var UPLOAD_MAX = Number(cfg.uploadMaxBytes) || 0;
+// The proof that this is the site's signed-in user (docs/identity.md), when the site gave one:
+// every call about the conversation carries it.
+var PROOF = {};
+if (cfg.userHash) PROOF.user_hash = cfg.userHash;
+if (cfg.identityToken) PROOF.identity_token = cfg.identityToken;
 var TYPING_EVERY_MS = 2000;
 var framed = window.parent !== window;
 
@@ -111,7 +116,9 @@ function setCustomerName(name) {
   fetch("/chat-widget/conversations", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ embed_token: TOKEN, external_id: EXT, customer_name: name }),
+    body: JSON.stringify(
+      Object.assign({ embed_token: TOKEN, external_id: EXT, customer_name: name }, PROOF),
+    ),
   }).catch(function () {});
 }
 
@@ -345,6 +352,9 @@ fileInput.addEventListener("change", function () {
   body.append("embed_token", TOKEN);
   body.append("external_id", EXT);
   body.append("conversation_id", CID);
+  Object.keys(PROOF).forEach(function (k) {
+    body.append(k, PROOF[k]);
+  });
   body.append("file", f);
   notice("Uploading " + f.name + "…");
   fetch("/chat-widget/uploads", { method: "POST", body: body })
@@ -379,7 +389,7 @@ function status(text, state) {
 
 var socket = io({
   // The token this visitor is under: its allowed origins and its revocation apply.
-  auth: { embed_token: TOKEN },
+  auth: Object.assign({ embed_token: TOKEN }, PROOF),
   // Sends wait for their ack and are retried (same client_message_id) after a drop.
   ackTimeout: 10000,
   retries: 5,
@@ -389,6 +399,9 @@ function fetchHistory(afterSeq) {
   var url =
     "/chat-widget/history/" + encodeURIComponent(CID) + "?external_id=" + encodeURIComponent(EXT);
   if (afterSeq != null) url += "&after_seq=" + afterSeq;
+  Object.keys(PROOF).forEach(function (k) {
+    url += "&" + k + "=" + encodeURIComponent(PROOF[k]);
+  });
   return fetch(url).then(function (r) {
     if (!r.ok) throw new Error("history " + r.status);
     return r.json();

@@ -1,0 +1,26 @@
+"""The native apps' endpoints (mobile channels): no session; app users are known by
+external_id, proven when the channel verifies identity."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rest.keys import SERVICES
+from rest.middlewares import load_json
+from rest.schemas import MobileConversationSchema
+from server.actors import IdentityProof
+
+_open = MobileConversationSchema()
+
+
+async def open_conversation(request: web.Request) -> web.Response:
+    body = await load_json(request, _open)
+    conversation, created = await request.app[SERVICES].mobile.open_conversation(
+        body["channel_id"],
+        body["channel_key"],
+        body["external_id"],
+        body["display_name"],
+        proof=IdentityProof.of(body),
+        client_address=request.remote,
+    )
+    return web.json_response(conversation, status=201 if created else 200)
