@@ -130,11 +130,35 @@ class Me(Schema):
     csrf_token = fields.String(required=True)
 
 
+class ChannelIdentityPublic(Schema):
+    mode = fields.String(required=True, metadata={"enum": ["off", "hmac", "jwt"]})
+    jwt_algorithm = fields.String(allow_none=True, metadata={"enum": ["HS256", "RS256", "ES256"]})
+    jwks_url = fields.String(allow_none=True)
+
+
 class Channel(Schema):
     id = fields.String(required=True)
     type = fields.String(required=True, metadata={"enum": ["webchat", "mobile_sdk"]})
     name = fields.String(required=True)
     created_at = fields.String(required=True)
+    public_key = fields.String(
+        allow_none=True, metadata={"description": "Mobile channels: what apps open with."}
+    )
+    identity = fields.Nested(ChannelIdentityPublic, required=True)
+
+
+class ChannelIdentity(Schema):
+    channel_id = fields.String(required=True)
+    mode = fields.String(required=True, metadata={"enum": ["off", "hmac", "jwt"]})
+    jwt_algorithm = fields.String(allow_none=True, metadata={"enum": ["HS256", "RS256", "ES256"]})
+    jwks_url = fields.String(allow_none=True)
+    secret = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The identity secret your server signs user ids with (hmac, and "
+            "jwt with HS256); null otherwise. Keep it on your server."
+        },
+    )
 
 
 class EmbedToken(Schema):
@@ -313,6 +337,7 @@ def build_spec() -> dict[str, Any]:
         ("User", User),
         ("Me", Me),
         ("Channel", Channel),
+        ("ChannelIdentitySettings", ChannelIdentity),
         ("EmbedToken", EmbedToken),
         ("ApiKey", ApiKey),
         ("Upload", Upload),
@@ -326,6 +351,7 @@ def build_spec() -> dict[str, Any]:
         return {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}
 
     agent, admin, widget, v1 = ["Agent API"], ["Administration"], ["Widget"], ["Integration API"]
+    mobile = ["Mobile apps"]
     conv = "/api/conversations/{conversation_id}"
     v1conv = "/api/v1/conversations/{conversation_id}"
     paths: dict[str, dict[str, Any]] = {
@@ -445,6 +471,32 @@ def build_spec() -> dict[str, Any]:
                 body=rs.CreateChannelSchema,
             ),
         },
+        "/api/admin/channels/{channel_id}/identity": {
+            "get": _op(
+                "A channel's identity verification settings, with its secret",
+                admin,
+                SESSION_READ,
+                {"200": _json("ChannelIdentitySettings"), **_errors(401, 403, 404)},
+                path_params=[{**CONV_ID, "name": "channel_id"}],
+            ),
+            "put": _op(
+                "Set how a channel verifies its end users (off, hmac, jwt)",
+                admin,
+                SESSION,
+                {"200": _json("ChannelIdentitySettings"), **_errors(400, 401, 403, 404)},
+                body=rs.ChannelIdentitySchema,
+                path_params=[{**CONV_ID, "name": "channel_id"}],
+            ),
+        },
+        "/api/admin/channels/{channel_id}/identity/rotate-secret": {
+            "post": _op(
+                "A new identity secret (proofs made with the old one are refused)",
+                admin,
+                SESSION,
+                {"200": _json("ChannelIdentitySettings"), **_errors(401, 403, 404)},
+                path_params=[{**CONV_ID, "name": "channel_id"}],
+            )
+        },
         "/api/admin/embed-tokens": {
             "get": _op("Embed tokens", admin, SESSION_READ, {"200": _json(many("EmbedToken"))}),
             "post": _op(
@@ -491,9 +543,27 @@ def build_spec() -> dict[str, Any]:
                 {
                     "200": _json("Conversation", "It existed"),
                     "201": _json("Conversation", "Created"),
-                    **_errors(400, 403, 429),
+                    **_errors(400, 401, 403, 429),
                 },
                 body=rs.WidgetConversationSchema,
+            )
+        },
+        "/api/mobile/conversations": {
+            "post": _op(
+                "Open (or find) a native app user's conversation on a mobile channel",
+                mobile,
+                [],
+                {
+                    "200": _json("Conversation", "It existed"),
+                    "201": _json("Conversation", "Created"),
+                    **_errors(400, 401, 403, 404, 429),
+                },
+                body=rs.MobileConversationSchema,
+                description=(
+                    "Name the channel by channel_id or channel_key. On a channel that "
+                    "verifies identity, give user_hash or identity_token: missing is 401 "
+                    "identity_required, wrong is 403 identity_invalid."
+                ),
             )
         },
         "/chat-widget/history/{conversation_id}": {
@@ -501,7 +571,7 @@ def build_spec() -> dict[str, Any]:
                 "A visitor's history",
                 widget,
                 [],
-                {"200": _json(many("WidgetMessage")), **_errors(400, 403, 404)},
+                {"200": _json(many("WidgetMessage")), **_errors(400, 401, 403, 404)},
                 query=rs.WidgetHistoryQuerySchema,
                 path_params=[CONV_ID],
             )
