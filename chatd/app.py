@@ -20,6 +20,8 @@ from rest.observability import METRICS, Metrics, live_metrics, mark_shutting_dow
 from rest.routes import setup_routes
 from server.app_services import Services
 from server.bus import DurableSubscriber
+from server.domain_events import MessageCreated
+from server.services.push import SUBSCRIBER_NAME as PUSH_SUBSCRIBER
 from server.services.webhooks import EVENT_TYPES as WEBHOOK_EVENT_TYPES
 from server.services.webhooks import SUBSCRIBER_NAME as WEBHOOKS_SUBSCRIBER
 from server.settings import Settings
@@ -47,13 +49,21 @@ def create_app(
     # Subscribers of the bus: one registration each. The live path first.
     projection = SocketProjection(sio, namespace.typist_sockets)
     services.bus.subscribe(projection, flush=projection.flush)
-    # Durable subscribers (the outbox): webhooks, then any the caller adds.
+    # Durable subscribers (the outbox): webhooks, push, then any the caller adds.
     services.bus.subscribe_durable(
         DurableSubscriber(
             WEBHOOKS_SUBSCRIBER,
             services.webhooks.fan_out,
             frozenset(WEBHOOK_EVENT_TYPES),
             accepts=services.webhooks.wants,
+        )
+    )
+    services.bus.subscribe_durable(
+        DurableSubscriber(
+            PUSH_SUBSCRIBER,
+            services.push.handle,
+            frozenset({MessageCreated.name}),
+            accepts=services.push.wants,
         )
     )
     for subscriber in durable:

@@ -18,7 +18,13 @@ from server.services.auth import AuthService
 from server.services.conversations import ConversationService
 from server.services.mobile import MobileService
 from server.services.orgs import OrgService
-from server.services.presence import MemoryPresenceStore, PresenceService, RedisPresenceStore
+from server.services.presence import (
+    EndUserPresence,
+    MemoryPresenceStore,
+    PresenceService,
+    RedisPresenceStore,
+)
+from server.services.push import PushService
 from server.services.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.services.typing import TypingService
 from server.services.uploads import UploadService
@@ -26,6 +32,9 @@ from server.services.webhooks import WebhookService
 from server.services.widget import VisitorLimits, WidgetService
 from server.settings import Settings
 from server.webhook_sender import WebhookSender
+
+# The end users' connections (push goes to those without one), apart from the agents'.
+END_USER_PRESENCE_PREFIX = "chatd:eu-presence:"
 
 
 def build_services(settings: Settings, metrics=None) -> Services:
@@ -44,9 +53,13 @@ def build_services(settings: Settings, metrics=None) -> Services:
         )
         limiter: RateLimiter = RedisRateLimiter(redis)
         presence_store = RedisPresenceStore(redis, settings.presence_ttl_seconds)
+        end_user_store = RedisPresenceStore(
+            redis, settings.presence_ttl_seconds, prefix=END_USER_PRESENCE_PREFIX
+        )
     else:
         limiter = MemoryRateLimiter()
         presence_store = MemoryPresenceStore()
+        end_user_store = MemoryPresenceStore()
     if metrics is not None:
         from rest.observability import CountingLimiter
 
@@ -70,6 +83,8 @@ def build_services(settings: Settings, metrics=None) -> Services:
         orgs=OrgService(db, identity),
         widget=widget,
         mobile=MobileService(conversations, limits=limits),
+        # Started when create_app registers the "push" durable subscriber.
+        push=PushService(db, settings, conversations, EndUserPresence(end_user_store)),
         uploads=UploadService(
             settings.uploads_path, settings.upload_max_bytes, widget, limits=limits
         ),

@@ -4,6 +4,7 @@ from models.base import Base
 from models.conversations import Conversation, ConversationSession, EndUser, Message
 from models.orgs import ApiKey, AuthSession, Channel, EmbedToken, Organization, User
 from models.outbox import OutboxEvent
+from models.push import PushCredentials, PushDelivery, PushDevice
 from models.webhooks import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -18,6 +19,9 @@ __all__ = [
     "Message",
     "Organization",
     "OutboxEvent",
+    "PushCredentials",
+    "PushDelivery",
+    "PushDevice",
     "User",
     "WebhookDelivery",
     "WebhookEndpoint",

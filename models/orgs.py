@@ -65,6 +65,8 @@ class Channel(Base):
     identity_jwt_algorithm: Mapped[str | None] = mapped_column(String(8), nullable=True)
     # RS256/ES256: the identity provider's keys (JWKS); HS256 signs with the identity secret.
     identity_jwks_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    # What a push says of an agent's or bot's message (models.push.PUSH_PREVIEWS).
+    push_preview: Mapped[str] = mapped_column(String(8), default="full", server_default="full")
 
 
 class EmbedToken(Base):

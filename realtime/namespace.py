@@ -65,6 +65,9 @@ class ClientState:
     visitor_facts: dict[str, ConversationFacts] = field(default_factory=dict)
     # The proof of identity the handshake presented (channels that verify end users).
     proof: IdentityProof | None = None
+    # conversation_id -> external_id this socket counts as connected (joined as its end
+    # user): push notifications go to end users without such a socket.
+    present: dict[str, str] = field(default_factory=dict)
 
     def embed_token_ids(self) -> set[str]:
         """The embed tokens this socket's visitor access rests on."""
@@ -132,6 +135,8 @@ class ChatNamespace(socketio.AsyncNamespace):
             "join_org_presence": schemas.EmptySchema(),
             "user_typing": schemas.TypingSchema(),
             "mark_read": schemas.MarkReadSchema(),
+            "register_device": schemas.DeviceSchema(),
+            "unregister_device": schemas.DeviceRefSchema(),
         }
         self.clients: dict[str, ClientState] = {}
         # send_message per socket: a socket lives on one process, so the count is local.
@@ -242,6 +247,9 @@ class ChatNamespace(socketio.AsyncNamespace):
         state = self.clients.pop(sid, None)
         self.server.manager.forget(sid)
         await self.socket_limiter.reset("send:" + sid)
+        if state is not None:
+            for conv in list(state.present):
+                await self._count_absent(state, conv)
         try:
             await self.svc.typing.disconnected(sid)
             if state is not None and state.agent is not None:
@@ -436,6 +444,7 @@ class ChatNamespace(socketio.AsyncNamespace):
         else:
             state.end_user_of[conv] = actor.external_id
             state.visitor_facts[conv] = facts
+            await self._count_present(state, conv, actor.external_id)
         room = rooms.conversation(conv)
         last_seq = data["last_seq"]
         if last_seq is None:
@@ -469,8 +478,53 @@ class ChatNamespace(socketio.AsyncNamespace):
         await self.leave_room(sid, rooms.conversation(conv))
         state.end_user_of.pop(conv, None)
         state.visitor_facts.pop(conv, None)
+        await self._count_absent(state, conv)
         await self.svc.typing.stopped(sid, conv)
         return {"conversation_id": conv}
+
+    async def _count_present(self, state: ClientState, conv: str, external_id: str) -> None:
+        """Count the socket as its end user's connection (push skips connected users). A
+        failure to count (Redis down) never fails the join: at worst a push too many."""
+        if state.present.get(conv) == external_id:
+            return
+        await self._count_absent(state, conv)
+        try:
+            await self.svc.push.presence.joined(conv, external_id)
+            state.present[conv] = external_id
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            if infrastructure_error(exc) is None:
+                raise
+            log.warning("end-user presence not recorded: %s", exc)
+
+    async def _count_absent(self, state: ClientState, conv: str) -> None:
+        external_id = state.present.pop(conv, None)
+        if external_id is None:
+            return
+        try:
+            await self.svc.push.presence.left(conv, external_id)
+        except Exception as exc:  # noqa: BLE001 - the store's own reaping clears it later
+            if infrastructure_error(exc) is None:
+                raise
+            log.warning("end-user presence not cleared: %s", exc)
+
+    async def on_register_device(self, sid: str, state: ClientState, data: dict):
+        actor = await self._actor(state, data, "end_user")
+        device, _created = await self.svc.push.register_device(
+            actor,
+            data["conversation_id"],
+            data["platform"],
+            data["token"],
+            data["app_version"],
+            data["locale"],
+        )
+        return device
+
+    async def on_unregister_device(self, sid: str, state: ClientState, data: dict):
+        actor = await self._actor(state, data, "end_user")
+        removed = await self.svc.push.unregister_device(
+            actor, data["conversation_id"], data["platform"], data["token"]
+        )
+        return {"conversation_id": data["conversation_id"], "removed": removed}
 
     async def on_join_queue(self, sid: str, state: ClientState, data: dict):
         agent = self._agent(state)

@@ -12,6 +12,7 @@ from rest.handlers import (
     docs,
     health,
     mobile,
+    push_admin,
     uploads,
     v1,
     webhooks,
@@ -76,6 +77,14 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(channel_identity, admin.channel_identity)
     r.add_put(channel_identity, admin.set_channel_identity)
     r.add_post(channel_identity + "/rotate-secret", admin.rotate_identity_secret)
+    push = "/api/admin/channels/{channel_id}/push"
+    r.add_get(push, push_admin.get_settings)
+    r.add_patch(push, push_admin.update_settings)
+    r.add_put(push + "/fcm", push_admin.set_fcm)
+    r.add_put(push + "/apns", push_admin.set_apns)
+    r.add_delete(push + "/{platform}", push_admin.delete_credentials)
+    r.add_post(push + "/test", push_admin.send_test)
+    r.add_get(push + "/deliveries", push_admin.deliveries)
     r.add_get("/api/admin/embed-tokens", admin.list_embed_tokens)
     r.add_post("/api/admin/embed-tokens", admin.create_embed_token)
     r.add_post("/api/admin/embed-tokens/{token_id}/revoke", admin.revoke_embed_token)
@@ -108,6 +117,8 @@ def setup_routes(app: web.Application) -> None:
 
     r.add_post("/chat-widget/conversations", widget.open_conversation)
     r.add_post("/api/mobile/conversations", mobile.open_conversation)
+    r.add_post("/api/mobile/devices", mobile.register_device)
+    r.add_post("/api/mobile/devices/unregister", mobile.unregister_device)
     r.add_get("/chat-widget/history/{conversation_id}", widget.history)
 
     app[WIDGET_ASSETS] = WidgetAssets.load()

@@ -15,8 +15,18 @@ import orjson
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from models.orgs import API_KEY_SCOPES
+from models.push import PUSH_PLATFORMS, PUSH_PREVIEWS
 from models.webhooks import WEBHOOK_EVENT_TYPES
-from server.schemas import UUID_RE, Count, IdentityProofSchema, Strict, Uuid
+from server.schemas import (
+    APP_VERSION,
+    LOCALE,
+    PUSH_TOKEN,
+    UUID_RE,
+    Count,
+    IdentityProofSchema,
+    Strict,
+    Uuid,
+)
 
 Tag = fields.String(validate=validate.Length(min=1, max=50))
 
@@ -113,6 +123,56 @@ class MobileConversationSchema(IdentityProofSchema):
     def _one_channel(self, data, **_kwargs):
         if bool(data["channel_id"]) == bool(data["channel_key"]):
             raise ValidationError("Give channel_id or channel_key (one of them).", "channel_id")
+
+
+class DeviceRefSchema(IdentityProofSchema):
+    """POST /api/mobile/devices/unregister."""
+
+    conversation_id = Uuid(required=True)
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    platform = fields.String(required=True, validate=validate.OneOf(PUSH_PLATFORMS))
+    token = fields.String(required=True, validate=PUSH_TOKEN)
+
+
+class DeviceSchema(DeviceRefSchema):
+    """POST /api/mobile/devices: an app user's push token."""
+
+    app_version = fields.String(load_default=None, allow_none=True, validate=APP_VERSION)
+    locale = fields.String(load_default=None, allow_none=True, validate=LOCALE)
+
+
+class FcmCredentialsSchema(Strict):
+    """PUT /api/admin/channels/{id}/push/fcm: the Firebase service-account JSON (HTTP v1)."""
+
+    service_account = fields.Dict(required=True)
+
+
+class ApnsCredentialsSchema(Strict):
+    """PUT /api/admin/channels/{id}/push/apns: token-based authentication (.p8 key)."""
+
+    team_id = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    key_id = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    private_key = fields.String(required=True, validate=validate.Length(min=1, max=8192))
+    bundle_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    environment = fields.String(required=True, validate=validate.OneOf(("sandbox", "production")))
+
+
+class PushSettingsSchema(Strict):
+    """PATCH /api/admin/channels/{id}/push."""
+
+    preview = fields.String(required=True, validate=validate.OneOf(PUSH_PREVIEWS))
+
+
+class PushTestSchema(Strict):
+    """POST /api/admin/channels/{id}/push/test."""
+
+    platform = fields.String(required=True, validate=validate.OneOf(PUSH_PLATFORMS))
+    token = fields.String(required=True, validate=PUSH_TOKEN)
+
+
+class PushDeliveriesQuerySchema(Strict):
+    limit = Count(1, 200, load_default=50)
+    before = Count(load_default=None)
 
 
 class CreateEmbedTokenSchema(Strict):

@@ -18,6 +18,8 @@ from server.services.conversations import ConversationService
 from server.services.mobile import MobileService
 from server.services.orgs import OrgService
 from server.services.presence import PresenceService
+from server.services.push import SUBSCRIBER_NAME as PUSH_SUBSCRIBER
+from server.services.push import PushService
 from server.services.ratelimit import RateLimiter
 from server.services.typing import TypingService
 from server.services.uploads import UploadService
@@ -42,6 +44,7 @@ class Services:
     orgs: OrgService
     widget: WidgetService
     mobile: MobileService
+    push: PushService
     uploads: UploadService
     api_keys: ApiKeyService
     webhooks: WebhookService
@@ -57,6 +60,10 @@ class Services:
     def webhooks_registered(self) -> bool:
         return any(s.name == WEBHOOKS_SUBSCRIBER for s in self.bus.durable)
 
+    @property
+    def push_registered(self) -> bool:
+        return any(s.name == PUSH_SUBSCRIBER for s in self.bus.durable)
+
     def run_in_background(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run `loop()` from start() until close(); it must catch its own errors."""
         self.background.append(loop)
@@ -70,6 +77,8 @@ class Services:
         if self.webhook_sender is not None and self.webhooks_registered:
             await self.webhooks.start()
             await self.webhook_sender.start()
+        if self.push_registered:
+            await self.push.start()
         self._tasks = [asyncio.create_task(loop()) for loop in self.background]
 
     async def close(self) -> None:
@@ -83,6 +92,8 @@ class Services:
             if self.webhook_sender is not None:
                 await self.webhook_sender.stop()
             await self.webhooks.stop()
+            if self.push_registered:
+                await self.push.stop()
             if self.outbox is not None:
                 await self.outbox.stop()
             await self.presence.stop()

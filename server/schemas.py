@@ -32,6 +32,11 @@ UUID_RE = re.compile(
 )
 
 
+# A device's push token (FCM tokens are about 160 characters, APNs 64 hex digits; room for
+# what providers may issue later), and what an app says of itself.
+PUSH_TOKEN = validate.Length(min=8, max=4096)
+APP_VERSION = validate.Length(min=1, max=64)
+LOCALE = validate.Regexp(r"^[A-Za-z]{2,8}([_-][A-Za-z0-9]{1,8}){0,3}\Z", error="Not a locale.")
 # A proof of identity (server/identity.py): a hex HMAC-SHA256, or a JWT.
 USER_HASH = validate.Length(min=1, max=128)
 IDENTITY_TOKEN = validate.Length(min=1, max=8192)

@@ -186,6 +186,16 @@ class Settings:
     webhook_in_flight_per_endpoint: int = 10
     webhook_retention_seconds: float = 7 * 86_400.0
     webhook_allow_private_targets: bool = False
+    # Push notifications (server/services/push.py): earlier secret keys that still open
+    # sealed push credentials after CHATD_SECRET_KEY changed (docs/push.md, "Rotating the
+    # secret key"); where the providers are (tests and private gateways point them
+    # elsewhere; APNs empty: Apple's host of each credential's environment); a CA bundle to
+    # trust in addition to the system's; one request's timeout.
+    previous_secret_keys: tuple[str, ...] = ()
+    push_fcm_api_base: str = "https://fcm.googleapis.com"
+    push_apns_base_url: str = ""
+    push_ca_file: str = ""
+    push_timeout_seconds: float = 10.0
     # Operations: proxies, transport timings, metrics and logs (docs/operations.md).
     # Peers (addresses or CIDRs) whose X-Forwarded-For/-Proto/-Host and X-Request-Id are
     # believed; empty: none (the TCP peer is the client).
@@ -289,6 +299,15 @@ class Settings:
                 env, "CHATD_WEBHOOK_RETENTION_SECONDS", 7 * 86_400.0, 1.0
             ),
             webhook_allow_private_targets=_bool(env, "CHATD_WEBHOOK_ALLOW_PRIVATE_TARGETS", False),
+            previous_secret_keys=tuple(
+                k.strip() for k in env.get("CHATD_PREVIOUS_SECRET_KEYS", "").split(",") if k.strip()
+            ),
+            push_fcm_api_base=env.get("CHATD_PUSH_FCM_API_BASE", "https://fcm.googleapis.com")
+            .strip()
+            .rstrip("/"),
+            push_apns_base_url=env.get("CHATD_PUSH_APNS_BASE_URL", "").strip().rstrip("/"),
+            push_ca_file=env.get("CHATD_PUSH_CA_FILE", "").strip(),
+            push_timeout_seconds=_float(env, "CHATD_PUSH_TIMEOUT_SECONDS", 10.0, 0.1),
             # Operations
             trusted_proxies=_networks(env, "CHATD_TRUSTED_PROXIES"),
             ping_interval_seconds=_int(env, "CHATD_PING_INTERVAL_SECONDS", 25, 1),

@@ -241,7 +241,9 @@ async def test_every_socket_event_refuses_a_missing_or_wrong_proof(factory):
     assert_error_ack(join, "identity_invalid")
     assert await counts(factory) == before  # nothing was written, nothing marked read
     async with factory.services.db.read() as s:
-        read_by = (await s.execute(select(Message.read_by).where(Message.id == message["id"]))).one()
+        read_by = (
+            await s.execute(select(Message.read_by).where(Message.id == message["id"]))
+        ).one()
     assert not read_by[0]
 
     # The owner's socket (proof in the handshake) works, and hears the agent.

@@ -126,7 +126,9 @@ return out
 
 
 class RedisPresenceStore:
-    def __init__(self, redis, ttl_seconds: float) -> None:
+    def __init__(self, redis, ttl_seconds: float, prefix: str = _P) -> None:
+        # Each store has its own keys (agents, end users): a store reaps only its own.
+        self._p = prefix
         self._redis = redis
         self._ttl = ttl_seconds
         self.proc_id = uuid.uuid4().hex
@@ -143,7 +145,11 @@ class RedisPresenceStore:
         self._on_online: Callable[[str, str], Awaitable[None]] | None = None
 
     def _keys(self, org_id: str, agent_id: str) -> list[str]:
-        return [_P + "agent:" + agent_id, _P + "org:" + org_id, _P + "proc:" + self.proc_id]
+        return [
+            self._p + "agent:" + agent_id,
+            self._p + "org:" + org_id,
+            self._p + "proc:" + self.proc_id,
+        ]
 
     async def start(
         self,
@@ -166,8 +172,8 @@ class RedisPresenceStore:
     async def _heartbeat(self) -> list[tuple[str, str]]:
         """Mark this process alive; returns the agents it registered again (see the module
         docstring), who are to be announced online."""
-        await self._redis.zadd(_P + "procs", {self.proc_id: int(time.time() * 1000)})
-        procset = _P + "proc:" + self.proc_id
+        await self._redis.zadd(self._p + "procs", {self.proc_id: int(time.time() * 1000)})
+        procset = self._p + "proc:" + self.proc_id
         await self._redis.expire(procset, int(self._ttl * 4))
         if not self._local or await self._redis.exists(procset):
             return []
@@ -185,7 +191,7 @@ class RedisPresenceStore:
     async def _reap_proc(self, proc_id: str, force: bool = False) -> list[tuple[str, str]]:
         stale_before = int((time.time() - self._ttl) * 1000)
         flat = await self._reap(
-            keys=[_P + "procs"], args=[proc_id, stale_before, _P, "1" if force else "0"]
+            keys=[self._p + "procs"], args=[proc_id, stale_before, self._p, "1" if force else "0"]
         )
         flat = [x.decode() if isinstance(x, bytes) else x for x in flat]
         return list(zip(flat[::2], flat[1::2], strict=True))
@@ -201,7 +207,7 @@ class RedisPresenceStore:
                     if self._on_online:
                         await self._on_online(org_id, agent_id)
                 stale_before = (time.time() - self._ttl) * 1000
-                dead = await self._redis.zrangebyscore(_P + "procs", "-inf", stale_before)
+                dead = await self._redis.zrangebyscore(self._p + "procs", "-inf", stale_before)
                 for proc in dead:
                     proc = proc.decode() if isinstance(proc, bytes) else proc
                     for org_id, agent_id in await self._reap_proc(proc):
@@ -244,7 +250,7 @@ class RedisPresenceStore:
         return int(res) == 1
 
     async def online(self, org_id: str) -> list[str]:
-        members = await self._redis.smembers(_P + "org:" + org_id)
+        members = await self._redis.smembers(self._p + "org:" + org_id)
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
 
@@ -278,3 +284,33 @@ class PresenceService:
 
     async def online_agents(self, org_id: str) -> list[str]:
         return await self.store.online(org_id)
+
+
+class EndUserPresence:
+    """Which end users have a socket joined to their conversation, on any process: a push
+    goes only to those who have none. The agents' store kept apart (its own keys, its own
+    reaping). In the store's terms `org` is the conversation and `agent` is
+    "<conversation>|<external_id>": an agent entry counts sockets across all of an agent's
+    organizations, and one external_id may be the user of several conversations."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    async def start(self) -> None:
+        await self.store.start(self._nothing)
+
+    async def stop(self) -> None:
+        await self.store.stop()
+
+    @staticmethod
+    async def _nothing(*_args) -> None:
+        return None
+
+    async def joined(self, conversation_id: str, external_id: str) -> None:
+        await self.store.connected(conversation_id, f"{conversation_id}|{external_id}")
+
+    async def left(self, conversation_id: str, external_id: str) -> None:
+        await self.store.disconnected(conversation_id, f"{conversation_id}|{external_id}")
+
+    async def connected(self, conversation_id: str, external_id: str) -> bool:
+        return f"{conversation_id}|{external_id}" in await self.store.online(conversation_id)
