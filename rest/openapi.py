@@ -161,6 +161,70 @@ class ChannelIdentity(Schema):
     )
 
 
+class PushCredentialsSummary(Schema):
+    project_id = fields.String()
+    client_email = fields.String()
+    team_id = fields.String()
+    key_id = fields.String()
+    bundle_id = fields.String()
+    environment = fields.String()
+    updated_at = fields.String()
+
+
+class PushDeviceCounts(Schema):
+    fcm = fields.Integer(required=True)
+    apns = fields.Integer(required=True)
+
+
+class PushSettings(Schema):
+    channel_id = fields.String(required=True)
+    preview = fields.String(required=True, metadata={"enum": ["full", "generic", "none"]})
+    fcm = fields.Nested(PushCredentialsSummary, allow_none=True, required=True)
+    apns = fields.Nested(PushCredentialsSummary, allow_none=True, required=True)
+    devices = fields.Nested(PushDeviceCounts, required=True)
+
+
+class PushTestResult(Schema):
+    outcome = fields.String(
+        required=True, metadata={"enum": ["delivered", "unregistered", "retry", "rejected"]}
+    )
+    status_code = fields.Integer(allow_none=True)
+    detail = fields.String(required=True)
+
+
+class PushDeliveryItem(Schema):
+    id = fields.Integer(required=True)
+    conversation_id = fields.String(required=True)
+    device_id = fields.String(allow_none=True)
+    platform = fields.String(required=True)
+    message_id = fields.String(required=True)
+    seq = fields.Integer(required=True)
+    outcome = fields.String(required=True)
+    status_code = fields.Integer(allow_none=True)
+    detail = fields.String(required=True)
+    attempt = fields.Integer(required=True)
+    created_at = fields.String(required=True)
+
+
+class PushDeliveryPage(Schema):
+    deliveries = fields.List(fields.Nested(PushDeliveryItem), required=True)
+    next_before = fields.Integer(allow_none=True)
+
+
+class Device(Schema):
+    id = fields.String(required=True)
+    conversation_id = fields.String(required=True)
+    platform = fields.String(required=True, metadata={"enum": ["fcm", "apns"]})
+    app_version = fields.String(allow_none=True)
+    locale = fields.String(allow_none=True)
+    created_at = fields.String(required=True)
+    updated_at = fields.String(required=True)
+
+
+class DeviceRemoved(Schema):
+    removed = fields.Boolean(required=True)
+
+
 class EmbedToken(Schema):
     id = fields.String(required=True)
     channel_id = fields.String(required=True)
@@ -251,6 +315,7 @@ API_KEY_READ = [{"apiKey": ["conversations:read"]}]
 API_KEY_WRITE = [{"apiKey": ["conversations:write"]}]
 API_KEY_HOOKS = [{"apiKey": ["webhooks:manage"]}]
 CONV_ID = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
+CHANNEL_ID = {**CONV_ID, "name": "channel_id"}
 
 
 def _json(schema: Any, description: str = "OK") -> dict[str, Any]:
@@ -338,6 +403,11 @@ def build_spec() -> dict[str, Any]:
         ("Me", Me),
         ("Channel", Channel),
         ("ChannelIdentitySettings", ChannelIdentity),
+        ("PushSettingsView", PushSettings),
+        ("PushTestResult", PushTestResult),
+        ("PushDeliveryPage", PushDeliveryPage),
+        ("PushDevice", Device),
+        ("DeviceRemoved", DeviceRemoved),
         ("EmbedToken", EmbedToken),
         ("ApiKey", ApiKey),
         ("Upload", Upload),
@@ -477,7 +547,7 @@ def build_spec() -> dict[str, Any]:
                 admin,
                 SESSION_READ,
                 {"200": _json("ChannelIdentitySettings"), **_errors(401, 403, 404)},
-                path_params=[{**CONV_ID, "name": "channel_id"}],
+                path_params=[CHANNEL_ID],
             ),
             "put": _op(
                 "Set how a channel verifies its end users (off, hmac, jwt)",
@@ -485,7 +555,7 @@ def build_spec() -> dict[str, Any]:
                 SESSION,
                 {"200": _json("ChannelIdentitySettings"), **_errors(400, 401, 403, 404)},
                 body=rs.ChannelIdentitySchema,
-                path_params=[{**CONV_ID, "name": "channel_id"}],
+                path_params=[CHANNEL_ID],
             ),
         },
         "/api/admin/channels/{channel_id}/identity/rotate-secret": {
@@ -494,7 +564,81 @@ def build_spec() -> dict[str, Any]:
                 admin,
                 SESSION,
                 {"200": _json("ChannelIdentitySettings"), **_errors(401, 403, 404)},
-                path_params=[{**CONV_ID, "name": "channel_id"}],
+                path_params=[CHANNEL_ID],
+            )
+        },
+        "/api/admin/channels/{channel_id}/push": {
+            "get": _op(
+                "A mobile channel's push settings (credentials are never returned)",
+                admin,
+                SESSION_READ,
+                {"200": _json("PushSettingsView"), **_errors(400, 401, 403, 404)},
+                path_params=[CHANNEL_ID],
+            ),
+            "patch": _op(
+                "What a push says of a message: full, generic or none",
+                admin,
+                SESSION,
+                {"200": _json("PushSettingsView"), **_errors(400, 401, 403, 404)},
+                body=rs.PushSettingsSchema,
+                path_params=[CHANNEL_ID],
+            ),
+        },
+        "/api/admin/channels/{channel_id}/push/fcm": {
+            "put": _op(
+                "Store the channel's FCM service account (HTTP v1)",
+                admin,
+                SESSION,
+                {"200": _json("PushSettingsView"), **_errors(400, 401, 403, 404)},
+                body=rs.FcmCredentialsSchema,
+                path_params=[CHANNEL_ID],
+            )
+        },
+        "/api/admin/channels/{channel_id}/push/apns": {
+            "put": _op(
+                "Store the channel's APNs auth key (token-based)",
+                admin,
+                SESSION,
+                {"200": _json("PushSettingsView"), **_errors(400, 401, 403, 404)},
+                body=rs.ApnsCredentialsSchema,
+                path_params=[CHANNEL_ID],
+            )
+        },
+        "/api/admin/channels/{channel_id}/push/{platform}": {
+            "delete": _op(
+                "Remove the channel's credentials of a provider",
+                admin,
+                SESSION,
+                {"200": _json("PushSettingsView"), **_errors(400, 401, 403, 404)},
+                path_params=[
+                    CHANNEL_ID,
+                    {
+                        "name": "platform",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["fcm", "apns"]},
+                    },
+                ],
+            )
+        },
+        "/api/admin/channels/{channel_id}/push/test": {
+            "post": _op(
+                "Send a test push to a device token; the provider's answer",
+                admin,
+                SESSION,
+                {"200": _json("PushTestResult"), **_errors(400, 401, 403, 404)},
+                body=rs.PushTestSchema,
+                path_params=[CHANNEL_ID],
+            )
+        },
+        "/api/admin/channels/{channel_id}/push/deliveries": {
+            "get": _op(
+                "The channel's push delivery log, newest first",
+                admin,
+                SESSION_READ,
+                {"200": _json("PushDeliveryPage"), **_errors(400, 401, 403, 404)},
+                query=rs.PushDeliveriesQuerySchema,
+                path_params=[CHANNEL_ID],
             )
         },
         "/api/admin/embed-tokens": {
@@ -564,6 +708,28 @@ def build_spec() -> dict[str, Any]:
                     "verifies identity, give user_hash or identity_token: missing is 401 "
                     "identity_required, wrong is 403 identity_invalid."
                 ),
+            )
+        },
+        "/api/mobile/devices": {
+            "post": _op(
+                "Register an app user's push token for its conversation",
+                mobile,
+                [],
+                {
+                    "200": _json("PushDevice", "It was registered: refreshed"),
+                    "201": _json("PushDevice", "Registered"),
+                    **_errors(400, 401, 403, 404),
+                },
+                body=rs.DeviceSchema,
+            )
+        },
+        "/api/mobile/devices/unregister": {
+            "post": _op(
+                "Forget an app user's push token",
+                mobile,
+                [],
+                {"200": _json("DeviceRemoved"), **_errors(400, 401, 403, 404)},
+                body=rs.DeviceRefSchema,
             )
         },
         "/chat-widget/history/{conversation_id}": {
