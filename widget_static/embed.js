@@ -13,19 +13,16 @@
   function get(a, k) { try { return w[a].getItem(k); } catch (e) {} }
   function set(a, k, v) { try { w[a].setItem(k, v); } catch (e) {} }
 
-  // A signed-in user of the site (docs/identity.md): its id and the server's proof of it.
-  var sid = s.getAttribute("data-user-id"), proof = "";
-  [["user_hash", "data-user-hash"], ["identity_token", "data-identity-token"]].forEach(function (p) {
-    var v = s.getAttribute(p[1]);
-    if (v) proof += "&" + p[0] + "=" + encodeURIComponent(v);
-  });
-  sid = sid || get("localStorage", sidKey);
+  var uh = s.getAttribute("data-user-hash"), it = s.getAttribute("data-identity-token");
+  var sid = s.getAttribute("data-user-id") || get("localStorage", sidKey);
   if (!sid) {
     sid = Array.prototype.map.call(crypto.getRandomValues(new Uint8Array(16)), function (x) {
       return (x + 256).toString(16).slice(1);
     }).join("");
     set("localStorage", sidKey, sid);
   }
+
+  function q(k, v) { return v ? "&" + k + "=" + encodeURIComponent(v) : ""; }
 
   function css(el, rules) {
     el.style.cssText = "position:fixed;right:20px;z-index:2147483647;border:0;" + rules;
@@ -62,9 +59,8 @@
       frame.title = "Chat";
       frame.setAttribute("data-" + T, "frame");
       frame.src = base + "/chat-widget?embed_token=" + encodeURIComponent(token) +
-        "&session_id=" + encodeURIComponent(sid) + proof +
-        (name ? "&customer_name=" + encodeURIComponent(name) : "") +
-        (title ? "&title=" + encodeURIComponent(title) : "");
+        q("session_id", sid) + q("user_hash", uh) + q("identity_token", it) +
+        q("customer_name", name) + q("title", title);
       css(frame, "bottom:88px;width:380px;height:560px;max-width:calc(100vw - 40px);" +
         "max-height:calc(100vh - 108px);border-radius:12px;box-shadow:0 8px 32px rgba(0,0,0,.18);background:#fff");
       frame.addEventListener("load", function () {
