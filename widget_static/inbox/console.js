@@ -4,6 +4,13 @@
  * and controls are not shown to agents (the server answers them 403 anyway). */
 import { el } from "../shared/render.js";
 import { api } from "./api.js";
+import {
+  modeLabel,
+  renderChannelSettings,
+  showIdentity,
+  showPush,
+  startChannelSettings,
+} from "./mobile.js";
 import { app, IS_ADMIN, ME, state } from "./state.js";
 import { $, toast } from "./ui.js";
 
@@ -44,6 +51,7 @@ export function startConsole() {
   $("#webhook-form").addEventListener("submit", saveWebhook);
   $("#webhook-cancel").addEventListener("click", stopEditingWebhook);
   $("#webhook-log-refresh").addEventListener("click", () => loadDeliveries());
+  startChannelSettings({ reload: loadIntegrations });
   window.addEventListener("hashchange", () => show(routeOf(window.location.hash)));
   show(routeOf(window.location.hash));
 }
@@ -126,8 +134,14 @@ function loadIntegrations() {
     .then(([channels, tokens, keys, hooks]) => {
       renderApiKeys(keys);
       renderWebhooks(hooks);
+      renderChannelSettings(channels);
       const select = $("#token-channel");
-      select.replaceChildren(...channels.map((c) => el("option", { value: c.id, text: c.name })));
+      // Embed tokens are for web chat channels (apps use a mobile channel's public key).
+      select.replaceChildren(
+        ...channels
+          .filter((c) => c.type === "webchat")
+          .map((c) => el("option", { value: c.id, text: c.name })),
+      );
       $("#channel-table tbody").replaceChildren(
         ...channels.map((c) =>
           el(
@@ -136,6 +150,15 @@ function loadIntegrations() {
             el("td", { text: c.name }),
             el("td", { text: c.type || "" }),
             el("td", { class: "mono", text: c.id }),
+            el("td", { class: "identity-mode", text: modeLabel(c.identity) }),
+            el(
+              "td",
+              { class: "actions" },
+              hookButton("Verified users", () => showIdentity(c.id)),
+              c.type === "mobile_sdk"
+                ? hookButton("Push settings", () => showPush(c.id, true))
+                : null,
+            ),
           ),
         ),
       );
