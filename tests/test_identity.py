@@ -423,9 +423,15 @@ async def test_identity_settings_are_for_admins_and_refuse_bad_input(factory):
         assert status == 400, (bad, body)
     status, body = await factory.get(path, owner)
     assert status == 200 and body["mode"] == "off" and body["secret"] is None
+    # A secret drawn before verification is on, for the customer's servers to get ready.
+    status, prepared = await factory.post(path + "/rotate-secret", owner)
+    assert status == 200 and prepared["mode"] == "off" and prepared["secret"].startswith("ids_")
+    early = uid("user_")
+    ready = {"embed_token": org.embed_token, "external_id": early, "user_hash": "f" * 64}
+    assert (await fetch(factory, "POST", OPEN, json=ready)).status == 201, "off: not checked"
 
     status, first = await put_identity(factory, owner, org.channel_id, {"mode": "hmac"})
-    assert status == 200
+    assert status == 200 and first["secret"] == prepared["secret"], "the prepared secret"
     status, listed = await factory.get("/api/admin/channels", owner)
     (channel,) = [c for c in listed if c["id"] == org.channel_id]
     assert channel["identity"]["mode"] == "hmac" and "secret" not in str(channel)

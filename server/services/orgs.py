@@ -274,9 +274,10 @@ class OrgService:
     def _identity_settings(self, row) -> dict[str, Any]:
         """A channel's identity settings with its secret (owners and admins only: the
         customer's server needs it to sign user ids)."""
+        # Shown while verification is off too (once drawn with rotate-secret), so the
+        # customer's servers can sign before the channel starts refusing unsigned users.
         uses_secret = row.identity_salt is not None and (
-            row.identity_mode == "hmac"
-            or (row.identity_mode == "jwt" and row.identity_jwt_algorithm == "HS256")
+            row.identity_mode != "jwt" or row.identity_jwt_algorithm == "HS256"
         )
         return {
             "channel_id": row.id,
@@ -330,7 +331,8 @@ class OrgService:
         return self._identity_settings(row)
 
     async def rotate_identity_secret(self, actor: AgentActor, channel_id: str) -> dict[str, Any]:
-        """A new identity secret: proofs made with the old one are refused from now on."""
+        """A new identity secret: proofs made with the old one are refused from now on. On a
+        channel that does not verify yet, this draws the secret to prepare with."""
         self._require_admin(actor)
         async with self.db.unit_of_work() as uow:
             row = await self._own_channel(uow.conn, actor, channel_id)

@@ -81,6 +81,9 @@ export function startChannelSettings(options) {
     copy($("#identity-secret").textContent),
   );
   $("#identity-rotate").addEventListener("click", rotateSecret);
+  $("#identity-prepare").addEventListener("click", () =>
+    drawSecret("A secret: put it on your server, then turn verification on."),
+  );
   $("#mobile-channel-form").addEventListener("submit", createMobileChannel);
   $("#push-preview").addEventListener("change", savePreview);
   $("#fcm-form").addEventListener("submit", saveFcm);
@@ -197,6 +200,7 @@ function renderIdentity() {
         ": user ids are not checked (anonymous visitors, or ids anyone could claim)."
       : "Verification is on for " + c.name + ": " + modeLabel(s) + ".";
   $("#identity-secret-box").hidden = !s.secret;
+  $("#identity-prepare").hidden = Boolean(s.secret) || s.mode !== "off";
   $("#identity-secret").textContent = s.secret || "";
   $("#identity-snippets").replaceChildren(...identitySnippets(s, c));
 }
@@ -227,13 +231,19 @@ function saveIdentity(event) {
 
 function rotateSecret() {
   if (!identityChannel || !window.confirm(ROTATE)) return;
+  drawSecret("A new secret: put it on your server.");
+}
+
+// Draws a new secret (the first one while verification is still off: nothing is refused).
+function drawSecret(done) {
+  if (!identityChannel) return;
   const channelId = identityChannel;
   api(channelPath(channelId, "/identity/rotate-secret"), { method: "POST" })
     .then((settings) => {
       if (identityChannel !== channelId) return;
       identity = settings;
       renderIdentity();
-      toast("A new secret: put it on your server.", "info");
+      toast(done, "info");
     })
     .catch((err) => toast(err.message));
 }

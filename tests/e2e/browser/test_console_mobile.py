@@ -120,6 +120,14 @@ async def test_an_owner_sets_up_a_mobile_channel_verified_users_and_push(
         await expect(page.locator("#identity-channel")).to_have_value(channel_id)
         await expect(page.locator("#identity-state")).to_have_attribute("data-mode", "off")
         await expect(page.locator("#identity-secret-box")).to_be_hidden()
+        # A secret first, while verification is still off.
+        await page.click("#identity-prepare")
+        await expect(page.locator("#identity-secret")).to_have_text(re.compile(r"^ids_"))
+        await expect(page.locator("#identity-state")).to_have_attribute("data-mode", "off")
+        await expect(page.locator("#identity-prepare")).to_be_hidden()
+        prepared = await page.locator("#identity-secret").text_content()
+        status, early = await factory.get(f"/api/admin/channels/{channel_id}/identity", owner)
+        assert status == 200 and early == {**early, "mode": "off", "secret": prepared}
         await page.select_option("#identity-mode", "hmac")
         dialogs: list[str] = []
 
@@ -135,6 +143,7 @@ async def test_an_owner_sets_up_a_mobile_channel_verified_users_and_push(
         status, identity = await factory.get(f"/api/admin/channels/{channel_id}/identity", owner)
         assert status == 200 and identity["mode"] == "hmac"
         secret = identity["secret"]
+        assert secret == prepared, "turning verification on keeps the prepared secret"
         assert await secret_node.text_content() == secret
         await expect(page.locator("#identity-state")).to_have_attribute("data-mode", "hmac")
         await expect(row.locator(".identity-mode")).to_have_text("HMAC user hash")
