@@ -92,10 +92,11 @@ class Services:
             if self.webhook_sender is not None:
                 await self.webhook_sender.stop()
             await self.webhooks.stop()
-            if self.push_registered:
-                await self.push.stop()
             if self.outbox is not None:
                 await self.outbox.stop()
+            if self.push_registered:
+                # After the outbox: its in-flight pushes finish with the providers' client.
+                await self.push.stop()
             await self.presence.stop()
             await self.conversations.stop()
             await self.bus.stop()
