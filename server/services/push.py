@@ -61,9 +61,9 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBER_NAME = "push"
 PUSHED_SENDERS = ("agent", "bot")
-# How often each process re-reads which organizations have devices (registrations made by
-# other processes); its own registrations count at once.
-ORGS_REFRESH_SECONDS = 5.0
+# How often each process re-reads which organizations have push credentials (saved on other
+# processes); what it saves itself counts at once.
+ORGS_REFRESH_SECONDS = 1.0
 PREVIEW_CHARS = 180
 UNREAD_WINDOW = 100
 GENERIC_BODY = "New message"
@@ -143,7 +143,8 @@ class PushService:
         self.conversations = conversations
         self.presence = presence
         self.sealer = Sealer(settings.secret_key, settings.previous_secret_keys)
-        # Organizations with at least one device: the write path asks wants() (no I/O).
+        # Organizations with push credentials (a small table, unlike devices): the write path
+        # asks wants() (no I/O) whether a message needs an outbox row for push.
         self._orgs: set[str] = set()
         self._refresher: asyncio.Task | None = None
         self._http: httpx.AsyncClient | None = None
@@ -172,7 +173,7 @@ class PushService:
 
     async def refresh_orgs(self) -> None:
         async with self.db.read() as conn:
-            rows = await conn.execute(select(_PD.c.organization_id).distinct())
+            rows = await conn.execute(select(_PC.c.organization_id).distinct())
             self._orgs = {r.organization_id for r in rows}
 
     async def _refresh_loop(self) -> None:
@@ -181,10 +182,12 @@ class PushService:
             try:
                 await self.refresh_orgs()
             except Exception:  # noqa: BLE001 - the database is down: keep what we know
-                log.warning("push: reading the organizations with devices failed", exc_info=True)
+                log.warning(
+                    "push: reading the organizations with credentials failed", exc_info=True
+                )
 
     def wants(self, event: DomainEvent) -> bool:
-        """An agent's or bot's message in an organization with devices (no I/O)."""
+        """An agent's or bot's message in an organization with push credentials (no I/O)."""
         if event.organization_id not in self._orgs:
             return False
         message = getattr(event, "message", None) or {}
@@ -237,7 +240,6 @@ class PushService:
             except IntegrityError:
                 if attempt == 2:
                     raise
-        self._orgs.add(facts.organization_id)
         return device, created
 
     async def _upsert_device(
@@ -396,6 +398,7 @@ class PushService:
                         **values,
                     )
                 )
+        self._orgs.add(actor.organization_id)
         return await self.settings_of(actor, channel_id)
 
     async def delete_credentials(
