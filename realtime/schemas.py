@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from models.push import PUSH_PLATFORMS
 from server.schemas import (
-    APP_VERSION,
-    LOCALE,
-    PUSH_TOKEN,
+    DeviceRefSchema,
+    DeviceSchema,
     IdentityProofSchema,
     MessageBodySchema,
     Strict,
@@ -80,17 +78,4 @@ class EmptySchema(Strict):
     pass
 
 
-class DeviceRefSchema(IdentityFields):
-    """unregister_device: the app user's push token to forget."""
-
-    conversation_id = Uuid(required=True)
-    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    platform = fields.String(required=True, validate=validate.OneOf(PUSH_PLATFORMS))
-    token = fields.String(required=True, validate=PUSH_TOKEN)
-
-
-class DeviceSchema(DeviceRefSchema):
-    """register_device: the app user's push token, and what the app says of itself."""
-
-    app_version = fields.String(load_default=None, allow_none=True, validate=APP_VERSION)
-    locale = fields.String(load_default=None, allow_none=True, validate=LOCALE)
+__all__ = ["DeviceRefSchema", "DeviceSchema"]  # register_device / unregister_device

@@ -15,7 +15,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema, fields
 
 from rest import schemas as rs
-from server.schemas import MessageBodySchema
+from server.schemas import DeviceRefSchema, DeviceSchema, MessageBodySchema
 
 VERSION = "1.0.0"
 
@@ -720,7 +720,7 @@ def build_spec() -> dict[str, Any]:
                     "201": _json("PushDevice", "Registered"),
                     **_errors(400, 401, 403, 404),
                 },
-                body=rs.DeviceSchema,
+                body=DeviceSchema,
             )
         },
         "/api/mobile/devices/unregister": {
@@ -729,7 +729,7 @@ def build_spec() -> dict[str, Any]:
                 mobile,
                 [],
                 {"200": _json("DeviceRemoved"), **_errors(400, 401, 403, 404)},
-                body=rs.DeviceRefSchema,
+                body=DeviceRefSchema,
             )
         },
         "/chat-widget/history/{conversation_id}": {

@@ -18,8 +18,6 @@ from models.orgs import API_KEY_SCOPES
 from models.push import PUSH_PLATFORMS, PUSH_PREVIEWS
 from models.webhooks import WEBHOOK_EVENT_TYPES
 from server.schemas import (
-    APP_VERSION,
-    LOCALE,
     PUSH_TOKEN,
     UUID_RE,
     Count,
@@ -123,22 +121,6 @@ class MobileConversationSchema(IdentityProofSchema):
     def _one_channel(self, data, **_kwargs):
         if bool(data["channel_id"]) == bool(data["channel_key"]):
             raise ValidationError("Give channel_id or channel_key (one of them).", "channel_id")
-
-
-class DeviceRefSchema(IdentityProofSchema):
-    """POST /api/mobile/devices/unregister."""
-
-    conversation_id = Uuid(required=True)
-    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    platform = fields.String(required=True, validate=validate.OneOf(PUSH_PLATFORMS))
-    token = fields.String(required=True, validate=PUSH_TOKEN)
-
-
-class DeviceSchema(DeviceRefSchema):
-    """POST /api/mobile/devices: an app user's push token."""
-
-    app_version = fields.String(load_default=None, allow_none=True, validate=APP_VERSION)
-    locale = fields.String(load_default=None, allow_none=True, validate=LOCALE)
 
 
 class FcmCredentialsSchema(Strict):

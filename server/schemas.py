@@ -24,6 +24,7 @@ from marshmallow import (
 )
 
 from models.conversations import CONTENT_TYPES
+from models.push import PUSH_PLATFORMS
 from server.validation import MAX_INT, first_unstorable, unstorable_reason
 
 # \Z, not $: "$" also matches before a trailing newline, letting "<uuid>\n" through.
@@ -102,6 +103,23 @@ class IdentityProofSchema(Strict):
 
     user_hash = fields.String(load_default=None, allow_none=True, validate=USER_HASH)
     identity_token = fields.String(load_default=None, allow_none=True, validate=IDENTITY_TOKEN)
+
+
+class DeviceRefSchema(IdentityProofSchema):
+    """An app user's push token (unregister_device, POST /api/mobile/devices/unregister)."""
+
+    conversation_id = Uuid(required=True)
+    external_id = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    platform = fields.String(required=True, validate=validate.OneOf(PUSH_PLATFORMS))
+    token = fields.String(required=True, validate=PUSH_TOKEN)
+
+
+class DeviceSchema(DeviceRefSchema):
+    """The token to register, and what the app says of itself (register_device,
+    POST /api/mobile/devices)."""
+
+    app_version = fields.String(load_default=None, allow_none=True, validate=APP_VERSION)
+    locale = fields.String(load_default=None, allow_none=True, validate=LOCALE)
 
 
 class ButtonSchema(Strict):

@@ -71,6 +71,36 @@ async def factory(server):
 
 
 @pytest.fixture
+async def push_fakes():
+    """Local fake FCM and APNs (tests/e2e/fake_push.py): (fcm, apns)."""
+    from tests.e2e.fake_push import FakeApns, FakeFcm
+
+    async with FakeFcm() as fcm, FakeApns(bundle_id="com.example.shop") as apns:
+        yield fcm, apns
+
+
+@pytest.fixture
+async def push_factory(aiohttp_server, base_settings, push_fakes, tmp_path):
+    """The whole application pointed at the fake push providers, with short outbox
+    backoffs (a failed push is retried within a second)."""
+    fcm, apns = push_fakes
+    ca = tmp_path / "push-ca.pem"
+    ca.write_bytes(apns.ca_pem)
+    settings = base_settings.with_overrides(
+        push_fcm_api_base=fcm.base_url,
+        push_apns_base_url=apns.base_url,
+        push_ca_file=str(ca),
+        outbox_backoff_base_seconds=0.2,
+        outbox_backoff_cap_seconds=1.0,
+    )
+    srv = await aiohttp_server(create_app(settings), host="127.0.0.1")
+    srv.base_url = str(srv.make_url("")).rstrip("/")
+    f = Factory(srv)
+    yield f
+    await f.close()
+
+
+@pytest.fixture
 def uses_redis(base_settings: Settings) -> bool:
     return base_settings.redis_url is not None
 

@@ -7,8 +7,9 @@ from aiohttp import web
 
 from rest.keys import SERVICES
 from rest.middlewares import load_json
-from rest.schemas import DeviceRefSchema, DeviceSchema, MobileConversationSchema
+from rest.schemas import MobileConversationSchema
 from server.actors import EndUserActor, IdentityProof
+from server.schemas import DeviceRefSchema, DeviceSchema
 
 _open = MobileConversationSchema()
 _device = DeviceSchema()

@@ -63,6 +63,19 @@ def channel_public(row) -> dict[str, Any]:
     }
 
 
+async def organization_channel(conn, organization_id: str, channel_id: str):
+    """The channel row, if it is the organization's (else NotFound: another organization's
+    channel is not told apart from none)."""
+    row = (
+        await conn.execute(
+            select(_Ch).where(_Ch.c.id == channel_id, _Ch.c.organization_id == organization_id)
+        )
+    ).first()
+    if row is None:
+        raise NotFound("Channel not found.")
+    return row
+
+
 def new_channel_key() -> str:
     return MOBILE_KEY_PREFIX + secrets.token_urlsafe(24)
 
@@ -260,16 +273,7 @@ class OrgService:
     # ---- verified identity of a channel's end users (server/identity.py) ----------------
 
     async def _own_channel(self, s, actor: AgentActor, channel_id: str):
-        row = (
-            await s.execute(
-                select(_Ch).where(
-                    _Ch.c.id == channel_id, _Ch.c.organization_id == actor.organization_id
-                )
-            )
-        ).first()
-        if row is None:
-            raise NotFound("Channel not found.")
-        return row
+        return await organization_channel(s, actor.organization_id, channel_id)
 
     def _identity_settings(self, row) -> dict[str, Any]:
         """A channel's identity settings with its secret (owners and admins only: the
@@ -363,15 +367,7 @@ class OrgService:
         token = new_embed_token()
         async with self.db.unit_of_work() as uow:
             s = uow.conn
-            channel = (
-                await s.execute(
-                    select(_Ch).where(
-                        _Ch.c.id == channel_id, _Ch.c.organization_id == actor.organization_id
-                    )
-                )
-            ).first()
-            if channel is None:
-                raise NotFound("Channel not found.")
+            channel = await organization_channel(s, actor.organization_id, channel_id)
             if channel.type != "webchat":
                 raise InvalidInput("Embed tokens are for webchat channels.")
             token_id = await self._insert_token(

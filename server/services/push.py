@@ -40,7 +40,7 @@ from models.base import new_id, utcnow
 from server.actors import AgentActor, EndUserActor
 from server.db import Database
 from server.domain_events import DomainEvent
-from server.errors import Forbidden, InvalidInput, NotFound
+from server.errors import Forbidden, InvalidInput
 from server.push.providers import (
     ApnsClient,
     CredentialsInvalid,
@@ -54,6 +54,7 @@ from server.push.sealed import SealBroken, Sealer
 from server.security import sha256_hex
 from server.serializers import iso
 from server.services.conversations import ConversationService
+from server.services.orgs import organization_channel
 from server.services.presence import EndUserPresence
 from server.settings import Settings
 
@@ -305,15 +306,7 @@ class PushService:
 
     async def _mobile_channel(self, conn, actor: AgentActor, channel_id: str):
         self._require_admin(actor)
-        row = (
-            await conn.execute(
-                select(_CH).where(
-                    _CH.c.id == channel_id, _CH.c.organization_id == actor.organization_id
-                )
-            )
-        ).first()
-        if row is None:
-            raise NotFound("Channel not found.")
+        row = await organization_channel(conn, actor.organization_id, channel_id)
         if row.type != "mobile_sdk":
             raise InvalidInput("Push notifications are set up on mobile channels.")
         return row

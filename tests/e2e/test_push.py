@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import socketio
 
-from chatd.app import create_app
 from server.identity import user_hash
 from tests.e2e.fake_push import FakeApns, FakeFcm
 from tests.factories import Factory, Org, Recorder, uid
@@ -25,29 +24,13 @@ APNS_TOKEN = "ab" * 32
 
 
 @pytest.fixture
-async def fakes():
-    async with FakeFcm() as fcm, FakeApns(bundle_id="com.example.shop") as apns:
-        yield fcm, apns
+def fakes(push_fakes):
+    return push_fakes
 
 
 @pytest.fixture
-async def factory(aiohttp_server, base_settings, fakes, tmp_path):
-    """The whole application pointed at the fake providers, with short outbox backoffs."""
-    fcm, apns = fakes
-    ca = tmp_path / "push-ca.pem"
-    ca.write_bytes(apns.ca_pem)
-    settings = base_settings.with_overrides(
-        push_fcm_api_base=fcm.base_url,
-        push_apns_base_url=apns.base_url,
-        push_ca_file=str(ca),
-        outbox_backoff_base_seconds=0.2,
-        outbox_backoff_cap_seconds=1.0,
-    )
-    srv = await aiohttp_server(create_app(settings), host="127.0.0.1")
-    srv.base_url = str(srv.make_url("")).rstrip("/")
-    f = Factory(srv)
-    yield f
-    await f.close()
+def factory(push_factory):
+    return push_factory
 
 
 async def eventually(check, timeout: float = WAIT, what: str = "condition"):

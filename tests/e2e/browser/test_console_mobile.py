@@ -16,11 +16,9 @@ import jwt
 import pytest
 from playwright.async_api import expect
 
-from chatd.app import create_app
 from server.identity import user_hash
 from tests.e2e.browser.test_inbox import signed_in
-from tests.e2e.fake_push import FakeApns, FakeFcm
-from tests.factories import Factory, uid
+from tests.factories import uid
 
 APNS_TOKEN = "ab" * 32
 GONE_TOKEN = "cd" * 32
@@ -28,29 +26,13 @@ WAIT_MS = 15000
 
 
 @pytest.fixture
-async def fakes():
-    async with FakeFcm() as fcm, FakeApns(bundle_id="com.example.shop") as apns:
-        yield fcm, apns
+def fakes(push_fakes):
+    return push_fakes
 
 
 @pytest.fixture
-async def factory(aiohttp_server, base_settings, fakes, tmp_path):
-    """The whole application pointed at the fake providers (as tests/e2e/test_push.py)."""
-    fcm, apns = fakes
-    ca = tmp_path / "push-ca.pem"
-    ca.write_bytes(apns.ca_pem)
-    settings = base_settings.with_overrides(
-        push_fcm_api_base=fcm.base_url,
-        push_apns_base_url=apns.base_url,
-        push_ca_file=str(ca),
-        outbox_backoff_base_seconds=0.2,
-        outbox_backoff_cap_seconds=1.0,
-    )
-    srv = await aiohttp_server(create_app(settings), host="127.0.0.1")
-    srv.base_url = str(srv.make_url("")).rstrip("/")
-    f = Factory(srv)
-    yield f
-    await f.close()
+def factory(push_factory):
+    return push_factory
 
 
 def expected_error(inbox, path: str) -> None:
