@@ -54,7 +54,10 @@ def build_services(settings: Settings, metrics=None) -> Services:
         limiter: RateLimiter = RedisRateLimiter(redis)
         presence_store = RedisPresenceStore(redis, settings.presence_ttl_seconds)
         end_user_store = RedisPresenceStore(
-            redis, settings.presence_ttl_seconds, prefix=END_USER_PRESENCE_PREFIX
+            redis,
+            settings.presence_ttl_seconds,
+            prefix=END_USER_PRESENCE_PREFIX,
+            name="end-user presence",
         )
     else:
         limiter = MemoryRateLimiter()

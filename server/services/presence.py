@@ -126,9 +126,11 @@ return out
 
 
 class RedisPresenceStore:
-    def __init__(self, redis, ttl_seconds: float, prefix: str = _P) -> None:
+    def __init__(self, redis, ttl_seconds: float, prefix: str = _P, name: str = "presence") -> None:
         # Each store has its own keys (agents, end users): a store reaps only its own.
         self._p = prefix
+        # What its log lines say it is ("presence": the agents').
+        self._name = name
         self._redis = redis
         self._ttl = ttl_seconds
         self.proc_id = uuid.uuid4().hex
@@ -185,7 +187,9 @@ class RedisPresenceStore:
             )
             if int(added) == 1:
                 back.append((org_id, agent_id))
-        log.info("presence: registered %d agents again after Redis lost them", len(self._local))
+        log.info(
+            "%s: registered %d entries again after Redis lost them", self._name, len(self._local)
+        )
         return back
 
     async def _reap_proc(self, proc_id: str, force: bool = False) -> list[tuple[str, str]]:
@@ -217,14 +221,14 @@ class RedisPresenceStore:
                 raise
             except Exception as exc:
                 if infrastructure_error(exc) is None:
-                    log.exception("presence heartbeat failed; retrying")
+                    log.exception("%s heartbeat failed; retrying", self._name)
                 elif not self._failing:
                     # Once per outage, not a traceback every heartbeat.
-                    log.warning("presence heartbeat: Redis unavailable (%r); retrying", exc)
+                    log.warning("%s heartbeat: Redis unavailable (%r); retrying", self._name, exc)
                 self._failing = True
             else:
                 if self._failing:
-                    log.warning("presence heartbeat: Redis answers again")
+                    log.warning("%s heartbeat: Redis answers again", self._name)
                 self._failing = False
 
     async def connected(self, org_id: str, agent_id: str) -> bool:

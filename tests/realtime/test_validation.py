@@ -855,13 +855,24 @@ FOREIGN_ORIGINS = [
 ]
 
 
+@pytest.fixture
+def settings(base_settings, request):
+    return base_settings.with_overrides(**getattr(request, "param", {}))
+
+
 @pytest.mark.parametrize(
-    ("origin", "transport"),
+    ("origin", "transport", "settings"),
     [
-        *[(origin, "websocket") for origin in FOREIGN_ORIGINS],
-        # One over polling: a refused polling client's disconnect waits out a long-poll (~30 s).
-        ("https://evil.example", "polling"),
+        *[(origin, "websocket", {}) for origin in FOREIGN_ORIGINS],
+        # One over polling: a refused polling client's disconnect waits out a long-poll, so
+        # the server pings every 2 s here (and waits 2 s for the answer) instead of 25 + 20.
+        (
+            "https://evil.example",
+            "polling",
+            {"ping_interval_seconds": 2, "ping_timeout_seconds": 2},
+        ),
     ],
+    indirect=["settings"],
 )
 async def test_agent_handshake_from_a_foreign_origin_is_refused(factory, transport, origin):
     org = await factory.org()
