@@ -554,9 +554,11 @@ class PushService:
             "badge": badge,
             "collapse_key": conversation_id,
         }
+        # One credentials lookup per platform, not per device.
+        clients = {p: await self._client(conv.channel_id, p) for p in {d.platform for d in devices}}
         outcomes: list[tuple[Any, PushResult]] = []
         for device in devices:
-            client = await self._client(conv.channel_id, device.platform)
+            client = clients[device.platform]
             if client is None:
                 result = PushResult(
                     "no_credentials", None, f"No {device.platform.upper()} credentials."
