@@ -21,6 +21,8 @@ from rest.routes import setup_routes
 from server.app_services import Services
 from server.bus import DurableSubscriber
 from server.domain_events import MessageCreated
+from server.services.bots import EVENT_TYPES as BOT_EVENT_TYPES
+from server.services.bots import SUBSCRIBER_NAME as BOTS_SUBSCRIBER
 from server.services.push import SUBSCRIBER_NAME as PUSH_SUBSCRIBER
 from server.services.webhooks import EVENT_TYPES as WEBHOOK_EVENT_TYPES
 from server.services.webhooks import SUBSCRIBER_NAME as WEBHOOKS_SUBSCRIBER
@@ -49,7 +51,7 @@ def create_app(
     # Subscribers of the bus: one registration each. The live path first.
     projection = SocketProjection(sio, namespace.typist_sockets)
     services.bus.subscribe(projection, flush=projection.flush)
-    # Durable subscribers (the outbox): webhooks, push, then any the caller adds.
+    # Durable subscribers (the outbox): webhooks, push, bots, then any the caller adds.
     services.bus.subscribe_durable(
         DurableSubscriber(
             WEBHOOKS_SUBSCRIBER,
@@ -64,6 +66,14 @@ def create_app(
             services.push.handle,
             frozenset({MessageCreated.name}),
             accepts=services.push.wants,
+        )
+    )
+    services.bus.subscribe_durable(
+        DurableSubscriber(
+            BOTS_SUBSCRIBER,
+            services.bots.handle,
+            frozenset(BOT_EVENT_TYPES),
+            accepts=services.bots.wants,
         )
     )
     for subscriber in durable:

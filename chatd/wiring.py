@@ -15,6 +15,7 @@ from server.identity import IdentityVerifier
 from server.outbox import OutboxConfig, OutboxDispatcher
 from server.services.api_keys import ApiKeyService
 from server.services.auth import AuthService
+from server.services.bots import BotService
 from server.services.conversations import ConversationService
 from server.services.mobile import MobileService
 from server.services.orgs import OrgService
@@ -73,6 +74,7 @@ def build_services(settings: Settings, metrics=None) -> Services:
     limits = VisitorLimits(limiter, settings)
     widget = WidgetService(db, conversations, limits=limits)
     webhooks = WebhookService(db, settings)
+    api_keys = ApiKeyService(db)
     return Services(
         settings=settings,
         db=db,
@@ -93,8 +95,10 @@ def build_services(settings: Settings, metrics=None) -> Services:
         ),
         # Idle unless durable subscribers are registered on the bus before start().
         outbox=OutboxDispatcher(db, bus, OutboxConfig.from_settings(settings)),
-        api_keys=ApiKeyService(db),
+        api_keys=api_keys,
         webhooks=webhooks,
+        # Started when create_app registers the "bots" durable subscriber.
+        bots=BotService(db, settings, conversations, bus, api_keys),
         # Sends the deliveries the "webhooks" durable subscriber writes (create_app
         # registers it; the CLI's services never start).
         webhook_sender=WebhookSender(db, settings, webhooks),

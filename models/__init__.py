@@ -1,6 +1,7 @@
 """SQLAlchemy 2 declarative models; Alembic migrations live in models/migrations."""
 
 from models.base import Base
+from models.bots import Bot
 from models.conversations import Conversation, ConversationSession, EndUser, Message
 from models.orgs import ApiKey, AuthSession, Channel, EmbedToken, Organization, User
 from models.outbox import OutboxEvent
@@ -11,6 +12,7 @@ __all__ = [
     "ApiKey",
     "AuthSession",
     "Base",
+    "Bot",
     "Channel",
     "Conversation",
     "ConversationSession",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -34,6 +36,8 @@ class EndUser(Base):
     channel_id: Mapped[str] = mapped_column(IdType, ForeignKey("channels.id", ondelete="CASCADE"))
     external_id: Mapped[str] = mapped_column(String(255))
     display_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # What a bot collected from the end user (an email, a phone number): {field: value}.
+    attributes: Mapped[dict | None] = mapped_column(JsonType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
 
 
@@ -98,6 +102,13 @@ class ConversationSession(Base):
     first_message_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
     assigned_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
     resolved_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
+    # While the session is unassigned and its channel has an enabled bot, the bot answers,
+    # until it hands the session to people (handed_off_at set; an agent handing it back to
+    # the bot clears it).
+    handed_off_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
+    # The bot's memory of the session (a flow bot's greeting, misunderstandings, the field
+    # it is collecting).
+    bot_state: Mapped[dict | None] = mapped_column(JsonType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
 
 
@@ -135,4 +146,7 @@ class Message(Base):
     content: Mapped[str] = mapped_column(Text, default="")
     rich_media: Mapped[dict | None] = mapped_column(JsonType, nullable=True)
     read_by: Mapped[dict] = mapped_column(JsonType, default=dict)
+    # Marked by moderation (a bot or a rule): kept, shown to agents as flagged, not answered
+    # by the bot and not shown to end users other than its sender.
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)

@@ -67,6 +67,11 @@ class Channel(Base):
     identity_jwks_url: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     # What a push says of an agent's or bot's message (models.push.PUSH_PREVIEWS).
     push_preview: Mapped[str] = mapped_column(String(8), default="full", server_default="full")
+    # The bot that answers the channel's conversations while no person holds them (None:
+    # people only). A web chat embed token may name its own bot instead.
+    bot_id: Mapped[str | None] = mapped_column(
+        IdType, ForeignKey("bots.id", ondelete="SET NULL"), nullable=True
+    )
 
 
 class EmbedToken(Base):
@@ -84,6 +89,10 @@ class EmbedToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     token_prefix: Mapped[str] = mapped_column(String(16))
     allowed_origins: Mapped[list] = mapped_column(JsonType, default=list)
+    # The bot of the conversations opened under this token (None: the channel's, if any).
+    bot_id: Mapped[str | None] = mapped_column(
+        IdType, ForeignKey("bots.id", ondelete="SET NULL"), nullable=True
+    )
     revoked_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
 
@@ -109,6 +118,10 @@ class ApiKey(Base):
     # The agent who created it (None: the operator CLI).
     created_by: Mapped[str | None] = mapped_column(
         IdType, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    # A webhook bot's own key: its messages are the bot's (None: an integration's key).
+    bot_id: Mapped[str | None] = mapped_column(
+        IdType, ForeignKey("bots.id", ondelete="CASCADE"), nullable=True
     )
     created_at: Mapped[datetime] = mapped_column(TimeType, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(TimeType, nullable=True)

@@ -20,6 +20,8 @@ AGENT_STATUS_CHANGED = "agent_status_changed"
 MESSAGES_READ = "messages_read"
 # Not in the guide: an addition (docs/widget.md, docs/inbox.md) for repairing live delivery.
 CONVERSATION_HEAD = "conversation_head"
+# Not in the guide: moderation flagged an end user's message (docs/bots.md); agents only.
+MESSAGE_FLAGGED = "message_flagged"
 ERROR = "error"
 
 
@@ -48,6 +50,31 @@ def conversation_updated(org_id: str, message: dict[str, Any]) -> Event:
             "content_type": message["content_type"],
             "content": message["content"],
         },
+        rooms.org_queue(org_id),
+    )
+
+
+def conversation_handed_over(org_id: str, conversation_id: str, handled_by: str, **extra) -> Event:
+    """conversation_updated for a change of who answers (no message): `handled_by` is "queue"
+    (the bot handed it to people) or "bot" (an agent handed it back). Inboxes re-read it."""
+    return Event(
+        CONVERSATION_UPDATED,
+        {
+            "conversation_id": conversation_id,
+            "sender_type": "bot",
+            "content_type": "text",
+            "content": "",
+            "handled_by": handled_by,
+            **extra,
+        },
+        rooms.org_queue(org_id),
+    )
+
+
+def message_flagged(org_id: str, conversation_id: str, message_id: str, seq: int) -> Event:
+    return Event(
+        MESSAGE_FLAGGED,
+        {"conversation_id": conversation_id, "message_id": message_id, "seq": seq},
         rooms.org_queue(org_id),
     )
 

@@ -10,6 +10,10 @@ into the guide's Socket.IO events, and chooses their rooms.
 | AgentStatusChanged   | agent_status_changed                    | org:{org}:presence          |
 | TypingStarted        | typing_indicator (not to the typist)    | conv:{id}                   |
 | TypingStopped        | typing_cleared                          | conv:{id}                   |
+| ConversationHandedOff| conversation_updated (handled_by queue) | org:{org}:queue             |
+| ConversationHandedToBot | conversation_assigned (to null),      | org:{org}:queue             |
+|                      | conversation_updated (handled_by bot)   |                             |
+| MessageFlagged       | message_flagged                         | org:{org}:queue             |
 | ConversationCreated  | (none: the guide has no such event)     |                             |
 
 Through Redis when it is configured (the server's manager), so every process's sockets get
@@ -27,9 +31,12 @@ from server import rooms
 from server.domain_events import (
     AgentStatusChanged,
     ConversationAssigned,
+    ConversationHandedOff,
+    ConversationHandedToBot,
     ConversationResolved,
     DomainEvent,
     MessageCreated,
+    MessageFlagged,
     MessagesRead,
     TypingStarted,
     TypingStopped,
@@ -52,6 +59,9 @@ class SocketProjection:
             AgentStatusChanged: self._status,
             TypingStarted: self._typing_started,
             TypingStopped: self._typing_stopped,
+            ConversationHandedOff: self._handed_off,
+            ConversationHandedToBot: self._handed_to_bot,
+            MessageFlagged: self._flagged,
         }
 
     async def __call__(self, ev: DomainEvent) -> None:
@@ -77,6 +87,27 @@ class SocketProjection:
     @staticmethod
     def _assigned(ev: ConversationAssigned) -> Iterable[Event]:
         return (events.conversation_assigned(ev.organization_id, ev.conversation_id, ev.agent_id),)
+
+    @staticmethod
+    def _handed_off(ev: ConversationHandedOff) -> Iterable[Event]:
+        return (
+            events.conversation_handed_over(
+                ev.organization_id, ev.conversation_id, "queue", reason=ev.reason
+            ),
+        )
+
+    @staticmethod
+    def _handed_to_bot(ev: ConversationHandedToBot) -> Iterable[Event]:
+        return (
+            events.conversation_assigned(ev.organization_id, ev.conversation_id, None),
+            events.conversation_handed_over(ev.organization_id, ev.conversation_id, "bot"),
+        )
+
+    @staticmethod
+    def _flagged(ev: MessageFlagged) -> Iterable[Event]:
+        return (
+            events.message_flagged(ev.organization_id, ev.conversation_id, ev.message_id, ev.seq),
+        )
 
     @staticmethod
     def _resolved(ev: ConversationResolved) -> Iterable[Event]:

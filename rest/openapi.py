@@ -40,6 +40,9 @@ class EndUser(Schema):
     id = fields.String(required=True)
     display_name = fields.String(allow_none=True, required=True)
     external_id = fields.String(required=True)
+    attributes = fields.Dict(
+        metadata={"description": "What a bot collected from the end user (field -> value)."}
+    )
 
 
 class ActiveSession(Schema):
@@ -47,6 +50,19 @@ class ActiveSession(Schema):
     status = fields.String(required=True, metadata={"enum": ["open"]})
     assigned_agent_id = fields.String(allow_none=True, required=True)
     tags = fields.List(fields.String(), required=True)
+    handled_by = fields.String(
+        metadata={
+            "enum": ["agent", "bot", "queue"],
+            "description": "Who answers: an agent holds it, the conversation's bot, or it "
+            "waits for a person (the unassigned filter).",
+        }
+    )
+    bot_id = fields.String(
+        allow_none=True, metadata={"description": "The conversation's enabled bot, if any."}
+    )
+    handed_off_at = fields.String(
+        allow_none=True, metadata={"description": "When the bot handed it to people."}
+    )
 
 
 class Conversation(Schema):
@@ -75,6 +91,11 @@ class Message(Schema):
     rich_media = fields.Dict(allow_none=True, required=True)
     read_by = fields.Dict(
         required=True, metadata={"description": "reader id -> first read time (UTC)"}
+    )
+    flagged = fields.Boolean(
+        metadata={
+            "description": "Moderation flagged it (end users other than its sender never see it)."
+        }
     )
     created_at = fields.String(required=True)
 
@@ -144,6 +165,7 @@ class Channel(Schema):
     public_key = fields.String(
         allow_none=True, metadata={"description": "Mobile channels: what apps open with."}
     )
+    bot_id = fields.String(allow_none=True, metadata={"description": "The channel's bot."})
     identity = fields.Nested(ChannelIdentityPublic, required=True)
 
 
@@ -231,9 +253,61 @@ class EmbedToken(Schema):
     name = fields.String(required=True)
     token_prefix = fields.String(required=True)
     allowed_origins = fields.List(fields.String(), required=True)
+    bot_id = fields.String(
+        allow_none=True, metadata={"description": "Its own bot (null: the channel's)."}
+    )
     revoked_at = fields.String(allow_none=True, required=True)
     created_at = fields.String(required=True)
     token = fields.String(metadata={"description": "Only in the creation's answer."})
+
+
+class BotCommand(Schema):
+    command = fields.String(required=True)
+    description = fields.String(required=True)
+
+
+class BotView(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    avatar_url = fields.String(allow_none=True, required=True)
+    kind = fields.String(required=True, metadata={"enum": ["flow", "webhook"]})
+    enabled = fields.Boolean(required=True)
+    flow = fields.Dict(allow_none=True, required=True, metadata={"description": "docs/bots.md"})
+    commands = fields.List(fields.Dict(), required=True)
+    all_commands = fields.List(fields.Nested(BotCommand), required=True)
+    webhook_url = fields.String(allow_none=True, required=True)
+    timeout_seconds = fields.Float(required=True)
+    channel_ids = fields.List(fields.String(), required=True)
+    embed_token_ids = fields.List(fields.String(), required=True)
+    created_at = fields.String(required=True)
+    updated_at = fields.String(required=True)
+    secret = fields.String(
+        metadata={"description": "Webhook bots: the signing secret, only when created or rotated."}
+    )
+    api_key = fields.String(
+        metadata={"description": "Webhook bots: the bot's API key, only when created."}
+    )
+
+
+class BotForClients(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    avatar_url = fields.String(allow_none=True, required=True)
+    commands = fields.List(fields.Nested(BotCommand), required=True)
+
+
+class ClientBot(Schema):
+    bot = fields.Nested(BotForClients, allow_none=True, required=True)
+
+
+class BotTestResult(Schema):
+    replies = fields.List(fields.Dict(), required=True)
+    state = fields.Dict(required=True)
+    handoff = fields.String(
+        allow_none=True, required=True, metadata={"enum": ["requested", "intent", "fallback"]}
+    )
+    collected = fields.Dict(required=True)
+    flagged = fields.Boolean(required=True)
 
 
 class ApiKey(Schema):
@@ -409,6 +483,9 @@ def build_spec() -> dict[str, Any]:
         ("PushDevice", Device),
         ("DeviceRemoved", DeviceRemoved),
         ("EmbedToken", EmbedToken),
+        ("Bot", BotView),
+        ("ClientBot", ClientBot),
+        ("BotTestResult", BotTestResult),
         ("ApiKey", ApiKey),
         ("Upload", Upload),
         ("WebhookEndpoint", WebhookEndpoint),
@@ -508,6 +585,15 @@ def build_spec() -> dict[str, Any]:
                 SESSION,
                 {"200": _json("Resolution"), **_errors(400, 401, 403, 404, 409)},
                 body=rs.ResolveSchema,
+                path_params=[CONV_ID],
+            )
+        },
+        conv + "/hand-to-bot": {
+            "post": _op(
+                "Hand the conversation back to its bot",
+                agent,
+                SESSION,
+                {"200": _json("Conversation"), **_errors(401, 403, 404, 409)},
                 path_params=[CONV_ID],
             )
         },
@@ -658,6 +744,96 @@ def build_spec() -> dict[str, Any]:
                 SESSION,
                 {"200": _json("EmbedToken"), **_errors(401, 403, 404)},
                 path_params=[{**CONV_ID, "name": "token_id"}],
+            )
+        },
+        "/api/admin/channels/{channel_id}/bot": {
+            "put": _op(
+                "Attach a bot to a channel (bot_id null: none)",
+                admin,
+                SESSION,
+                {"200": _json("Channel"), **_errors(400, 401, 403, 404)},
+                body=rs.AttachBotSchema,
+                path_params=[CHANNEL_ID],
+            )
+        },
+        "/api/admin/embed-tokens/{token_id}/bot": {
+            "put": _op(
+                "Attach a bot to an embed token (bot_id null: the channel's)",
+                admin,
+                SESSION,
+                {"200": _json("EmbedToken"), **_errors(400, 401, 403, 404)},
+                body=rs.AttachBotSchema,
+                path_params=[{**CONV_ID, "name": "token_id"}],
+            )
+        },
+        "/api/admin/bots": {
+            "get": _op("Bots", admin, SESSION_READ, {"200": _json(many("Bot"))}),
+            "post": _op(
+                "Create a bot (a webhook bot's secret and API key are shown once)",
+                admin,
+                SESSION,
+                {"201": _json("Bot"), **_errors(400, 401, 403)},
+                body=rs.BotCreateSchema,
+            ),
+        },
+        "/api/admin/bots/test": {
+            "post": _op(
+                "Try a flow on one message (nothing is stored)",
+                admin,
+                SESSION,
+                {"200": _json("BotTestResult"), **_errors(400, 401, 403)},
+                body=rs.BotTestSchema,
+            )
+        },
+        "/api/admin/bots/{bot_id}": {
+            "get": _op(
+                "A bot",
+                admin,
+                SESSION_READ,
+                {"200": _json("Bot"), **_errors(401, 404)},
+                path_params=[{**CONV_ID, "name": "bot_id"}],
+            ),
+            "patch": _op(
+                "Change a bot",
+                admin,
+                SESSION,
+                {"200": _json("Bot"), **_errors(400, 401, 403, 404)},
+                body=rs.BotUpdateSchema,
+                path_params=[{**CONV_ID, "name": "bot_id"}],
+            ),
+            "delete": _op(
+                "Delete a bot (its conversations wait for people)",
+                admin,
+                SESSION,
+                {"204": {"description": "Deleted"}, **_errors(401, 403, 404)},
+                path_params=[{**CONV_ID, "name": "bot_id"}],
+            ),
+        },
+        "/api/admin/bots/{bot_id}/rotate-secret": {
+            "post": _op(
+                "A new signing secret for a webhook bot",
+                admin,
+                SESSION,
+                {"200": _json("Bot"), **_errors(401, 403, 404, 409)},
+                path_params=[{**CONV_ID, "name": "bot_id"}],
+            )
+        },
+        "/chat-widget/bot": {
+            "get": _op(
+                "The bot answering under an embed token: name, avatar, commands",
+                widget,
+                [],
+                {"200": _json("ClientBot"), **_errors(400, 403)},
+                query=rs.BotQuerySchema,
+            )
+        },
+        "/api/mobile/bot": {
+            "get": _op(
+                "The bot of a mobile channel: name, avatar, commands",
+                mobile,
+                [],
+                {"200": _json("ClientBot"), **_errors(400, 404)},
+                query=rs.BotQuerySchema,
             )
         },
         "/api/admin/api-keys": {

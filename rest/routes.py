@@ -8,6 +8,7 @@ from rest.handlers import (
     admin,
     api_keys,
     auth,
+    bots,
     conversations,
     docs,
     health,
@@ -68,6 +69,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post(CONV + "/assign", conversations.assign)
     r.add_post(CONV + "/resolve", conversations.resolve)
     r.add_post(CONV + "/tags", conversations.set_tags)
+    r.add_post(CONV + "/hand-to-bot", bots.hand_to_bot)
 
     r.add_get("/api/admin/users", admin.list_users)
     r.add_post("/api/admin/users", admin.create_user)
@@ -88,6 +90,15 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/admin/embed-tokens", admin.list_embed_tokens)
     r.add_post("/api/admin/embed-tokens", admin.create_embed_token)
     r.add_post("/api/admin/embed-tokens/{token_id}/revoke", admin.revoke_embed_token)
+    r.add_put("/api/admin/channels/{channel_id}/bot", bots.attach_to_channel)
+    r.add_put("/api/admin/embed-tokens/{token_id}/bot", bots.attach_to_embed_token)
+    r.add_get("/api/admin/bots", bots.list_bots)
+    r.add_post("/api/admin/bots", bots.create_bot)
+    r.add_post("/api/admin/bots/test", bots.test_flow)
+    r.add_get("/api/admin/bots/{bot_id}", bots.get_bot)
+    r.add_patch("/api/admin/bots/{bot_id}", bots.update_bot)
+    r.add_delete("/api/admin/bots/{bot_id}", bots.delete_bot)
+    r.add_post("/api/admin/bots/{bot_id}/rotate-secret", bots.rotate_secret)
     r.add_get("/api/admin/api-keys", api_keys.list_api_keys)
     r.add_post("/api/admin/api-keys", api_keys.create_api_key)
     r.add_post("/api/admin/api-keys/{key_id}/revoke", api_keys.revoke_api_key)
@@ -119,6 +130,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/mobile/conversations", mobile.open_conversation)
     r.add_post("/api/mobile/devices", mobile.register_device)
     r.add_post("/api/mobile/devices/unregister", mobile.unregister_device)
+    r.add_get("/api/mobile/bot", bots.mobile_bot)
+    r.add_get("/chat-widget/bot", bots.widget_bot)
     r.add_get("/chat-widget/history/{conversation_id}", widget.history)
 
     app[WIDGET_ASSETS] = WidgetAssets.load()

@@ -14,6 +14,7 @@ from functools import partial
 import orjson
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from models.bots import BOT_KINDS
 from models.orgs import API_KEY_SCOPES
 from models.push import PUSH_PLATFORMS, PUSH_PREVIEWS
 from models.webhooks import WEBHOOK_EVENT_TYPES
@@ -23,6 +24,7 @@ from server.schemas import (
     Count,
     IdentityProofSchema,
     Strict,
+    Url,
     Uuid,
 )
 
@@ -290,3 +292,45 @@ class WebhookDeliveriesQuerySchema(Strict):
     )
     limit = Count(1, 200, load_default=50)
     before = Count(1, load_default=None)
+
+
+# ---- bots (the console's /api/admin/bots) --------------------------------------------------
+
+
+class _BotFields(Strict):
+    name = fields.String(validate=validate.Length(min=1, max=200))
+    avatar_url = Url(allow_none=True)
+    enabled = fields.Boolean()
+    # Checked in depth by server/bots/flow.py (its errors name the path).
+    flow = fields.Dict(allow_none=True)
+    commands = fields.List(fields.Dict(), validate=validate.Length(max=20))
+    webhook_url = fields.String(validate=validate.Length(min=1, max=2048))
+    timeout_seconds = fields.Float(validate=validate.Range(min=1, max=30))
+
+
+class BotCreateSchema(_BotFields):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    kind = fields.String(required=True, validate=validate.OneOf(BOT_KINDS))
+
+
+class BotUpdateSchema(_BotFields):
+    pass
+
+
+class BotTestSchema(Strict):
+    flow = fields.Dict(required=True)
+    commands = fields.List(fields.Dict(), load_default=None, validate=validate.Length(max=20))
+    state = fields.Dict(load_default=None, allow_none=True)
+    text = fields.String(required=True, validate=validate.Length(min=1, max=10_000))
+
+
+class AttachBotSchema(Strict):
+    bot_id = fields.String(required=True, allow_none=True, validate=validate.Length(max=36))
+
+
+class BotQuerySchema(Strict):
+    """GET /chat-widget/bot and /api/mobile/bot: where the client is."""
+
+    embed_token = fields.String(load_default=None, validate=validate.Length(min=1, max=200))
+    channel_id = fields.String(load_default=None, validate=validate.Length(min=1, max=36))
+    channel_key = fields.String(load_default=None, validate=validate.Length(min=1, max=100))

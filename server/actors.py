@@ -72,6 +72,8 @@ class EndUserActor:
 
     kind: ClassVar[ActorKind] = ActorKind.END_USER
     sender_type: ClassVar[str] = "end_user"
+    # Whether its message into a resolved conversation opens a new session.
+    opens_sessions: ClassVar[bool] = True
 
     @property
     def sender_id(self) -> str:
@@ -98,6 +100,7 @@ class AgentActor:
 
     kind: ClassVar[ActorKind] = ActorKind.AGENT
     sender_type: ClassVar[str] = "agent"
+    opens_sessions: ClassVar[bool] = True
 
     @property
     def sender_id(self) -> str:
@@ -130,6 +133,8 @@ class BotActor:
 
     kind: ClassVar[ActorKind] = ActorKind.BOT
     sender_type: ClassVar[str] = "bot"
+    # A bot answers within a session; it never reopens a resolved conversation.
+    opens_sessions: ClassVar[bool] = False
 
     @property
     def sender_id(self) -> str:
@@ -156,9 +161,12 @@ class IntegrationActor:
     organization_id: str
     scopes: frozenset[str] = frozenset()
     name: str = ""
+    # A webhook bot's own key: what it sends is the bot's (BotActor), under the bot's rules.
+    bot_id: str | None = None
 
     kind: ClassVar[ActorKind] = ActorKind.INTEGRATION
     sender_type: ClassVar[str] = "bot"
+    opens_sessions: ClassVar[bool] = True
 
     @property
     def sender_id(self) -> str:
@@ -166,6 +174,12 @@ class IntegrationActor:
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+    def as_sender(self) -> IntegrationActor | BotActor:
+        """Who its messages are from: the bot whose key it is, else the integration."""
+        if self.bot_id is None:
+            return self
+        return BotActor(self.bot_id, self.organization_id, self.name)
 
     def reaches(self, organization_id: str, end_user_external_id: str) -> bool:
         return organization_id == self.organization_id

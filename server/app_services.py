@@ -14,6 +14,8 @@ from server.db import Database
 from server.outbox import OutboxDispatcher
 from server.services.api_keys import ApiKeyService
 from server.services.auth import AuthService
+from server.services.bots import SUBSCRIBER_NAME as BOTS_SUBSCRIBER
+from server.services.bots import BotService
 from server.services.conversations import ConversationService
 from server.services.mobile import MobileService
 from server.services.orgs import OrgService
@@ -48,6 +50,7 @@ class Services:
     uploads: UploadService
     api_keys: ApiKeyService
     webhooks: WebhookService
+    bots: BotService
     # Loops the edges run for as long as the services do (the socket layer's access sweep).
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Delivers the outbox to the durable subscribers registered on the bus (if any).
@@ -64,6 +67,10 @@ class Services:
     def push_registered(self) -> bool:
         return any(s.name == PUSH_SUBSCRIBER for s in self.bus.durable)
 
+    @property
+    def bots_registered(self) -> bool:
+        return any(s.name == BOTS_SUBSCRIBER for s in self.bus.durable)
+
     def run_in_background(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run `loop()` from start() until close(); it must catch its own errors."""
         self.background.append(loop)
@@ -79,6 +86,8 @@ class Services:
             await self.webhook_sender.start()
         if self.push_registered:
             await self.push.start()
+        if self.bots_registered:
+            await self.bots.start()
         self._tasks = [asyncio.create_task(loop()) for loop in self.background]
 
     async def close(self) -> None:
@@ -97,6 +106,8 @@ class Services:
             if self.push_registered:
                 # After the outbox: its in-flight pushes finish with the providers' client.
                 await self.push.stop()
+            if self.bots_registered:
+                await self.bots.stop()
             await self.presence.stop()
             await self.conversations.stop()
             await self.bus.stop()

@@ -112,6 +112,49 @@ class MessagesRead(DomainEvent):
 
 @_register
 @dataclass(frozen=True, slots=True)
+class ConversationHandedOff(DomainEvent):
+    """The bot handed the open session to people: it now waits in the queue for an agent.
+    `reason`: requested (the end user asked), intent (the bot's flow says so), fallback (too
+    many misunderstandings), bot_failed (the bot did not answer in time, or failed), bot
+    (a webhook bot decided)."""
+
+    session_id: str
+    bot_id: str
+    reason: str
+    handed_off_at: str
+
+    name: ClassVar[str] = "conversation.handed_off"
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class ConversationHandedToBot(DomainEvent):
+    """An agent handed the open session back to the conversation's bot (no agent holds it)."""
+
+    session_id: str
+    bot_id: str
+    agent_id: str
+    at: str
+
+    name: ClassVar[str] = "conversation.handed_to_bot"
+
+
+@_register
+@dataclass(frozen=True, slots=True)
+class MessageFlagged(DomainEvent):
+    """Moderation marked an end user's message: agents see it flagged, end users other than
+    its sender never see it. `flagged_by`: {"type": "bot", "id": bot id}."""
+
+    message_id: str
+    seq: int
+    flagged_by: dict[str, str]
+    reason: str
+
+    name: ClassVar[str] = "message.flagged"
+
+
+@_register
+@dataclass(frozen=True, slots=True)
 class AgentStatusChanged(DomainEvent):
     """An agent came online (a first socket on any process) or went offline (the last)."""
 
@@ -151,9 +194,12 @@ __all__ = [
     "AgentStatusChanged",
     "ConversationAssigned",
     "ConversationCreated",
+    "ConversationHandedOff",
+    "ConversationHandedToBot",
     "ConversationResolved",
     "DomainEvent",
     "MessageCreated",
+    "MessageFlagged",
     "MessagesRead",
     "TypingStarted",
     "TypingStopped",

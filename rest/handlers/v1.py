@@ -149,13 +149,15 @@ async def list_messages(request: web.Request) -> web.Response:
 
 
 async def send_message(request: web.Request) -> web.Response:
-    """POST /api/v1/conversations/{id}/messages: send as the integration (sender_type bot).
+    """POST /api/v1/conversations/{id}/messages: send as the integration (sender_type bot),
+    or, with a webhook bot's own key, as that bot (under a bot's rules: not once an agent
+    holds the conversation, 403).
     201 with the stored message; 200 with the original for a retried client_message_id."""
     actor = integration_of(request, WRITE)
     conversation_id = path_id(request)
     body = await load_json(request, _message_body(request))
     message, created = await request.app[SERVICES].conversations.send_message(
-        actor,
+        actor.as_sender(),
         NewMessage(
             conversation_id=conversation_id,
             content=body["content"],

@@ -79,7 +79,12 @@ class ApiKeyService:
         return await self._create(organization_id, name, scopes, None)
 
     async def _create(
-        self, organization_id: str, name: str, scopes: list[str], created_by: str | None
+        self,
+        organization_id: str,
+        name: str,
+        scopes: list[str],
+        created_by: str | None,
+        bot_id: str | None = None,
     ) -> dict[str, Any]:
         scopes = _check_scopes(scopes)
         key = new_api_key()
@@ -94,11 +99,25 @@ class ApiKeyService:
                     key_prefix=key[: len(API_KEY_PREFIX) + 6],
                     scopes=scopes,
                     created_by=created_by,
+                    bot_id=bot_id,
                     created_at=utcnow(),
                 )
             )
             row = (await uow.conn.execute(select(_K).where(_K.c.id == key_id))).one()
         return {**api_key_public(row), "key": key}
+
+    async def create_for_bot(
+        self, organization_id: str, bot_id: str, name: str, created_by: str | None
+    ) -> dict[str, Any]:
+        """A webhook bot's own key (conversations:read and :write): what it sends through
+        the integration API is the bot's message. Returns the key this once ("key")."""
+        return await self._create(
+            organization_id,
+            name,
+            ["conversations:read", "conversations:write"],
+            created_by,
+            bot_id,
+        )
 
     async def list(self, actor: AgentActor) -> list[dict[str, Any]]:
         self._require_admin(actor)
@@ -146,7 +165,9 @@ class ApiKeyService:
         revoked: the caller answers all of them alike)."""
         if not key or not key.startswith(API_KEY_PREFIX):
             return None
-        stmt = select(_K.c.id, _K.c.organization_id, _K.c.name, _K.c.scopes, _K.c.last_used_at)
+        stmt = select(
+            _K.c.id, _K.c.organization_id, _K.c.name, _K.c.scopes, _K.c.last_used_at, _K.c.bot_id
+        )
         stmt = stmt.where(_K.c.key_hash == sha256_hex(key), _K.c.revoked_at.is_(None))
         async with self.db.read() as conn:
             row = (await conn.execute(stmt)).first()
@@ -155,9 +176,7 @@ class ApiKeyService:
         now = utcnow()
         if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
             async with self.db.unit_of_work() as uow:
-                await uow.conn.execute(
-                    update(_K).where(_K.c.id == row.id).values(last_used_at=now)
-                )
+                await uow.conn.execute(update(_K).where(_K.c.id == row.id).values(last_used_at=now))
         return IntegrationActor(
-            row.id, row.organization_id, frozenset(row.scopes or ()), row.name
+            row.id, row.organization_id, frozenset(row.scopes or ()), row.name, row.bot_id
         )

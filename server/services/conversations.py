@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import (
+    Bot,
     Channel,
     Conversation,
     ConversationSession,
@@ -30,6 +31,7 @@ from server.actors import (
     Actor,
     ActorKind,
     AgentActor,
+    BotActor,
     EndUserActor,
     IdentityProof,
     IntegrationActor,
@@ -39,7 +41,10 @@ from server.db import Database
 from server.domain_events import (
     ConversationAssigned,
     ConversationCreated,
+    ConversationHandedOff,
+    ConversationHandedToBot,
     ConversationResolved,
+    MessageFlagged,
     MessagesRead,
 )
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -48,7 +53,8 @@ from server.origins import token_allows
 from server.security import sha256_hex
 from server.services.message_writer import MessageWriter, NewMessage
 
-LIST_FILTERS = ("unassigned", "mine", "all")
+# unassigned: waiting for a person (no agent, and no bot answering); bot: a bot is answering.
+LIST_FILTERS = ("unassigned", "mine", "bot", "all")
 TOKEN_INVALID = "Embed token invalid."
 ORIGIN_REFUSED = "Origin not allowed for this embed token."
 WIDGET_HISTORY_LIMIT = 100
@@ -61,6 +67,10 @@ _M = Message.__table__
 _T = EmbedToken.__table__
 _CH = Channel.__table__
 _U = User.__table__
+_B = Bot.__table__
+# The embed token a conversation was opened under, and its bot (_conversation_select).
+_CT = _T.alias("conversation_token")
+_CCH = _CH.alias("conversation_channel")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,11 @@ def channel_identity_of(row, channel_id: str | None = None) -> _ChannelRow:
     return _ChannelRow.of(row, channel_id)
 
 
+def _conversation_bot_id():
+    """The bot of a conversation: its embed token's, else its channel's (None: none)."""
+    return func.coalesce(_CT.c.bot_id, _CCH.c.bot_id)
+
+
 def _conversation_select():
     open_session = and_(_S.c.conversation_id == _C.c.id, _S.c.status == "open")
     return select(
@@ -135,11 +150,39 @@ def _conversation_select():
         _E.c.id.label("end_user_id"),
         _E.c.external_id,
         _E.c.display_name,
+        _E.c.attributes.label("end_user_attributes"),
         _S.c.id.label("session_id"),
         _S.c.status.label("session_status"),
         _S.c.assigned_agent_id,
         _S.c.tags,
-    ).select_from(_C.join(_E, _E.c.id == _C.c.end_user_id).outerjoin(_S, open_session))
+        _S.c.handed_off_at,
+        _B.c.id.label("bot_id"),
+    ).select_from(
+        _C.join(_E, _E.c.id == _C.c.end_user_id)
+        .outerjoin(_S, open_session)
+        .outerjoin(_CT, _CT.c.id == _C.c.embed_token_id)
+        .join(_CCH, _CCH.c.id == _C.c.channel_id)
+        .outerjoin(_B, and_(_B.c.id == _conversation_bot_id(), _B.c.enabled.is_(True)))
+    )
+
+
+def _bot_answering():
+    """In a _conversation_select: the open session is the bot's (no agent, not handed off)."""
+    return and_(
+        _S.c.id.is_not(None),
+        _S.c.assigned_agent_id.is_(None),
+        _S.c.handed_off_at.is_(None),
+        _B.c.id.is_not(None),
+    )
+
+
+def _waiting_for_people():
+    """In a _conversation_select: the open session waits for an agent."""
+    return and_(
+        _S.c.id.is_not(None),
+        _S.c.assigned_agent_id.is_(None),
+        or_(_B.c.id.is_(None), _S.c.handed_off_at.is_not(None)),
+    )
 
 
 def _scope(stmt, actor: Actor, conversation_id: str):
@@ -266,10 +309,12 @@ class ConversationService:
         self, actor: AgentActor, filter: str = "unassigned", limit: int = 100, offset: int = 0
     ) -> list[dict[str, Any]]:
         if filter not in LIST_FILTERS:
-            raise InvalidInput("filter must be one of unassigned, mine, all.")
+            raise InvalidInput("filter must be one of unassigned, mine, bot, all.")
         stmt = _conversation_select().where(_C.c.organization_id == actor.organization_id)
         if filter == "unassigned":
-            stmt = stmt.where(_S.c.id.is_not(None), _S.c.assigned_agent_id.is_(None))
+            stmt = stmt.where(_waiting_for_people())
+        elif filter == "bot":
+            stmt = stmt.where(_bot_answering())
         elif filter == "mine":
             stmt = stmt.where(_S.c.assigned_agent_id == actor.user_id)
         stmt = stmt.order_by(_C.c.updated_at.desc(), _C.c.id).limit(limit).offset(offset)
@@ -765,6 +810,183 @@ class ConversationService:
                 )
         return changed
 
+    # ---- bots ----------------------------------------------------------------------------
+
+    async def bot_turn(self, conversation_id: str):
+        """What the conversation's bot needs to answer: the conversation, its end user, its
+        open session and its enabled bot, as one row (None when the conversation has no open
+        session or no enabled bot). BotService decides from it whether the bot answers."""
+        stmt = (
+            select(
+                _C.c.id,
+                _C.c.organization_id,
+                _C.c.channel_id,
+                _E.c.id.label("end_user_id"),
+                _E.c.external_id,
+                _E.c.display_name,
+                _E.c.attributes.label("end_user_attributes"),
+                _S.c.id.label("session_id"),
+                _S.c.assigned_agent_id,
+                _S.c.handed_off_at,
+                _S.c.bot_state,
+                _B.c.id.label("bot_id"),
+                _B.c.name.label("bot_name"),
+                _B.c.kind.label("bot_kind"),
+                _B.c.flow.label("bot_flow"),
+                _B.c.commands.label("bot_commands"),
+                _B.c.webhook_url.label("bot_webhook_url"),
+                _B.c.webhook_salt.label("bot_webhook_salt"),
+                _B.c.timeout_seconds.label("bot_timeout_seconds"),
+            )
+            .select_from(
+                _C.join(_E, _E.c.id == _C.c.end_user_id)
+                .join(_S, and_(_S.c.conversation_id == _C.c.id, _S.c.status == "open"))
+                .outerjoin(_CT, _CT.c.id == _C.c.embed_token_id)
+                .join(_CCH, _CCH.c.id == _C.c.channel_id)
+                .join(_B, and_(_B.c.id == _conversation_bot_id(), _B.c.enabled.is_(True)))
+            )
+            .where(_C.c.id == conversation_id)
+        )
+        async with self.db.read() as conn:
+            return (await conn.execute(stmt)).first()
+
+    async def save_bot_state(
+        self, session_id: str, state: dict[str, Any], collected: dict[str, str] | None = None
+    ) -> None:
+        """Keep the bot's memory of an open session, and what it collected from the end user
+        (merged into the end user's attributes)."""
+        async with self.db.unit_of_work() as uow:
+            s = uow.conn
+            await s.execute(
+                update(_S)
+                .where(_S.c.id == session_id, _S.c.status == "open")
+                .values(bot_state=state)
+            )
+            if collected:
+                user = (
+                    await s.execute(
+                        select(_E.c.id, _E.c.attributes)
+                        .select_from(_E.join(_C, _C.c.end_user_id == _E.c.id))
+                        .join(_S, _S.c.conversation_id == _C.c.id)
+                        .where(_S.c.id == session_id)
+                        .with_for_update(of=_E)
+                    )
+                ).first()
+                if user is not None:
+                    await s.execute(
+                        update(_E)
+                        .where(_E.c.id == user.id)
+                        .values(attributes={**(user.attributes or {}), **collected})
+                    )
+
+    async def flag_message(
+        self, bot: BotActor, conversation_id: str, message_id: str, reason: str
+    ) -> bool:
+        """Moderation: mark an end user's message of the bot's organization as flagged.
+        Raises MessageFlagged the first time. Returns whether it changed."""
+        async with self.db.unit_of_work() as uow:
+            row = (
+                await uow.conn.execute(
+                    update(_M)
+                    .where(
+                        _M.c.id == message_id,
+                        _M.c.conversation_id == conversation_id,
+                        _M.c.sender_type == "end_user",
+                        _M.c.flagged.is_(False),
+                        _M.c.conversation_id.in_(
+                            select(_C.c.id).where(_C.c.organization_id == bot.organization_id)
+                        ),
+                    )
+                    .values(flagged=True)
+                    .returning(_M.c.seq)
+                )
+            ).first()
+            if row is None:
+                return False
+            uow.raise_event(
+                MessageFlagged(
+                    bot.organization_id,
+                    conversation_id,
+                    message_id,
+                    row.seq,
+                    {"type": bot.kind.value, "id": bot.bot_id},
+                    reason,
+                )
+            )
+        return True
+
+    async def hand_off(
+        self, bot: BotActor, conversation_id: str, session_id: str, reason: str
+    ) -> bool:
+        """The bot hands the open session to people: it joins the queue of conversations
+        waiting for an agent. A no-op (False) when an agent holds it, it was handed off
+        already, or it is no longer open. Raises ConversationHandedOff."""
+        now = utcnow()
+        async with self.db.unit_of_work() as uow:
+            s = uow.conn
+            done = (
+                await s.execute(
+                    update(_S)
+                    .where(
+                        _S.c.id == session_id,
+                        _S.c.conversation_id == conversation_id,
+                        _S.c.organization_id == bot.organization_id,
+                        _S.c.status == "open",
+                        _S.c.assigned_agent_id.is_(None),
+                        _S.c.handed_off_at.is_(None),
+                    )
+                    .values(handed_off_at=now)
+                    .returning(_S.c.id)
+                )
+            ).first()
+            if done is None:
+                return False
+            await s.execute(update(_C).where(_C.c.id == conversation_id).values(updated_at=now))
+            uow.raise_event(
+                ConversationHandedOff(
+                    bot.organization_id,
+                    conversation_id,
+                    session_id,
+                    bot.bot_id,
+                    reason,
+                    serializers.iso(now),
+                )
+            )
+        return True
+
+    async def hand_to_bot(self, actor: AgentActor, conversation_id: str) -> dict[str, Any]:
+        """An agent hands the open session back to the conversation's bot: no agent holds
+        it, the bot answers the next message, starting afresh. Raises NotFound, Conflict (no
+        open session, or no enabled bot), Forbidden (another agent's session, for the role
+        `agent`). Raises ConversationHandedToBot."""
+        now = utcnow()
+        async with self.db.unit_of_work() as uow:
+            s = uow.conn
+            row = await self._load(s, actor, conversation_id)
+            if row.bot_id is None:
+                raise Conflict("This conversation has no enabled bot to hand it to.")
+            sess = await self._open_session_for_update(s, actor, conversation_id)
+            await s.execute(
+                update(_S)
+                .where(_S.c.id == sess.id)
+                .values(
+                    assigned_agent_id=None, assigned_at=None, handed_off_at=None, bot_state=None
+                )
+            )
+            await s.execute(update(_C).where(_C.c.id == conversation_id).values(updated_at=now))
+            uow.raise_event(
+                ConversationHandedToBot(
+                    actor.organization_id,
+                    conversation_id,
+                    sess.id,
+                    row.bot_id,
+                    actor.user_id,
+                    serializers.iso(now),
+                )
+            )
+            row = await self._load(s, actor, conversation_id)
+        return serializers.conversation(row)
+
     # ---- assignment and resolution -------------------------------------------------------
 
     async def assign_conversation(self, actor: AgentActor, conversation_id: str) -> dict[str, Any]:
@@ -888,19 +1110,20 @@ class ConversationService:
 
     async def counts(self, actor: AgentActor) -> dict[str, int]:
         """Open conversations per inbox filter, for badges."""
-        base = (
-            select(func.count())
-            .select_from(_S)
-            .where(_S.c.organization_id == actor.organization_id, _S.c.status == "open")
-        )
+        counted: dict[str, int] = {}
         async with self.db.read() as session:
-            unassigned = (
-                await session.execute(base.where(_S.c.assigned_agent_id.is_(None)))
-            ).scalar()
-            mine = (
-                await session.execute(base.where(_S.c.assigned_agent_id == actor.user_id))
-            ).scalar()
-        return {"unassigned": int(unassigned or 0), "mine": int(mine or 0)}
+            for name, where in (
+                ("unassigned", _waiting_for_people()),
+                ("bot", _bot_answering()),
+                ("mine", _S.c.assigned_agent_id == actor.user_id),
+            ):
+                stmt = select(func.count()).select_from(
+                    _conversation_select()
+                    .where(_C.c.organization_id == actor.organization_id, where)
+                    .subquery()
+                )
+                counted[name] = int((await session.execute(stmt)).scalar() or 0)
+        return counted
 
     async def last_seqs(self, conversation_ids: list[str]) -> dict[str, int]:
         """The highest stored seq of each conversation that exists, by id.

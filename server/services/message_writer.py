@@ -39,7 +39,7 @@ from server import serializers
 from server.actors import Actor
 from server.db import Database, outbox_rows
 from server.domain_events import ConversationAssigned, MessageCreated
-from server.errors import Forbidden, NotFound, infrastructure_error
+from server.errors import Conflict, Forbidden, NotFound, infrastructure_error
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +377,9 @@ def _plan(uow, items: list[_Item], convs: dict, sessions: dict, now) -> _Plan:
             plan.duplicates.append((item, firsts[key]))
             continue
         session = sessions.get(conv.id)
+        if session is None and not actor.opens_sessions:
+            item.error = Conflict("The conversation has no open session.")
+            continue
         if session is None:
             # The first message, or the first after a resolve, opens a new session.
             # An agent who writes into a resolved conversation takes it.

@@ -42,6 +42,7 @@ def token_public(row) -> dict[str, Any]:
         "name": row.name,
         "token_prefix": row.token_prefix,
         "allowed_origins": list(row.allowed_origins or []),
+        "bot_id": row.bot_id,
         "revoked_at": iso(row.revoked_at),
         "created_at": iso(row.created_at),
     }
@@ -55,6 +56,7 @@ def channel_public(row) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         # What native apps present to open conversations (mobile channels; null for web chat).
         "public_key": row.public_key,
+        "bot_id": row.bot_id,
         "identity": {
             "mode": row.identity_mode,
             "jwt_algorithm": row.identity_jwt_algorithm,

@@ -22,8 +22,18 @@ from server.services.conversations import NewMessage
 from tests.factories import Agent, Factory, Org
 
 CONVERSATION_KEYS = {"id", "end_user", "channel_id", "active_session", "created_at", "updated_at"}
-END_USER_KEYS = {"id", "display_name", "external_id"}
-SESSION_KEYS = {"id", "status", "assigned_agent_id", "tags"}
+# The guide's fields, and the platform's additions (docs/bots.md): what a bot collected, who
+# answers the session.
+END_USER_KEYS = {"id", "display_name", "external_id", "attributes"}
+SESSION_KEYS = {
+    "id",
+    "status",
+    "assigned_agent_id",
+    "tags",
+    "handled_by",
+    "bot_id",
+    "handed_off_at",
+}
 HISTORY_ITEM_KEYS = {
     "id",
     "conversation_id",
@@ -35,9 +45,10 @@ HISTORY_ITEM_KEYS = {
     "content",
     "rich_media",
     "read_by",
+    "flagged",
     "created_at",
 }
-WIDGET_HISTORY_ITEM_KEYS = HISTORY_ITEM_KEYS - {"session_id", "read_by"}
+WIDGET_HISTORY_ITEM_KEYS = HISTORY_ITEM_KEYS - {"session_id", "read_by", "flagged"}
 USER_KEYS = {"id", "organization_id", "email", "display_name", "role"}
 
 

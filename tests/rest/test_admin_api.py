@@ -16,6 +16,7 @@ TOKEN_KEYS = {
     "name",
     "token_prefix",
     "allowed_origins",
+    "bot_id",
     "revoked_at",
     "created_at",
 }

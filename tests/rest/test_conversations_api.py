@@ -131,6 +131,7 @@ async def test_get_conversation_answers_the_guides_shape(factory):
         "id": conv["end_user"]["id"],
         "display_name": "John Doe",
         "external_id": conv["end_user"]["external_id"],
+        "attributes": {},
     }
     assert body["channel_id"] == org.channel_id
     assert session["status"] == "open" and session["assigned_agent_id"] == agent.user_id
