@@ -1,9 +1,11 @@
 /* The console around the inbox: client-side routes in the URL's fragment (#team,
- * #integrations, #settings; anything else is the inbox, where #<conversation id> opens one)
- * and the pages other than the inbox, built from the admin and profile APIs. Admin-only pages
- * and controls are not shown to agents (the server answers them 403 anyway). */
+ * #integrations, #bots, #settings; anything else is the inbox, where #<conversation id> opens
+ * one) and the pages other than the inbox, built from the admin and profile APIs (the Bots
+ * page in bots.js). Admin-only pages and controls are not shown to agents (the server answers
+ * them 403 anyway). */
 import { el } from "../shared/render.js";
 import { api } from "./api.js";
+import { loadBots, startBots } from "./bots.js";
 import {
   modeLabel,
   renderChannelSettings,
@@ -14,12 +16,13 @@ import {
 import { app, IS_ADMIN, ME, state } from "./state.js";
 import { $, toast } from "./ui.js";
 
-const PAGES = ["inbox", "integrations", "team", "settings"];
+const PAGES = ["inbox", "integrations", "bots", "team", "settings"];
+const ADMIN_PAGES = ["integrations", "bots"];
 const UUID = /^[0-9a-fA-F-]{36}$/;
 
 function routeOf(hash) {
   const name = hash.replace(/^#\/?/, "");
-  if (PAGES.includes(name) && (name !== "integrations" || IS_ADMIN)) return { page: name };
+  if (PAGES.includes(name) && (!ADMIN_PAGES.includes(name) || IS_ADMIN)) return { page: name };
   return { page: "inbox", conversation: UUID.test(name) ? name.toLowerCase() : null };
 }
 
@@ -52,6 +55,7 @@ export function startConsole() {
   $("#webhook-cancel").addEventListener("click", stopEditingWebhook);
   $("#webhook-log-refresh").addEventListener("click", () => loadDeliveries());
   startChannelSettings({ reload: loadIntegrations });
+  startBots();
   window.addEventListener("hashchange", () => show(routeOf(window.location.hash)));
   show(routeOf(window.location.hash));
 }
@@ -467,4 +471,9 @@ function loadSettings() {
     .catch((err) => toast(err.message));
 }
 
-const LOADERS = { team: loadTeamPage, integrations: loadIntegrations, settings: loadSettings };
+const LOADERS = {
+  team: loadTeamPage,
+  integrations: loadIntegrations,
+  bots: loadBots,
+  settings: loadSettings,
+};
