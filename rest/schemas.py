@@ -33,7 +33,7 @@ Tag = fields.String(validate=validate.Length(min=1, max=50))
 
 class ConversationListQuerySchema(Strict):
     filter = fields.String(
-        load_default="unassigned", validate=validate.OneOf(("unassigned", "mine", "all"))
+        load_default="unassigned", validate=validate.OneOf(("unassigned", "mine", "bot", "all"))
     )
     limit = Count(1, 500, load_default=100)
     offset = Count(load_default=0)
