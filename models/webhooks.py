@@ -33,6 +33,10 @@ WEBHOOK_EVENT_TYPES = (
     "conversation.assigned",
     "conversation.resolved",
     "messages.read",
+    # Bots (docs/bots.md).
+    "conversation.handed_off",
+    "conversation.handed_to_bot",
+    "message.flagged",
 )
 
 

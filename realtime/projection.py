@@ -11,8 +11,7 @@ into the guide's Socket.IO events, and chooses their rooms.
 | TypingStarted        | typing_indicator (not to the typist)    | conv:{id}                   |
 | TypingStopped        | typing_cleared                          | conv:{id}                   |
 | ConversationHandedOff| conversation_updated (handled_by queue) | org:{org}:queue             |
-| ConversationHandedToBot | conversation_assigned (to null),      | org:{org}:queue             |
-|                      | conversation_updated (handled_by bot)   |                             |
+| ConversationHandedToBot | conversation_updated (handled_by bot) | org:{org}:queue             |
 | MessageFlagged       | message_flagged                         | org:{org}:queue             |
 | ConversationCreated  | (none: the guide has no such event)     |                             |
 
@@ -98,10 +97,8 @@ class SocketProjection:
 
     @staticmethod
     def _handed_to_bot(ev: ConversationHandedToBot) -> Iterable[Event]:
-        return (
-            events.conversation_assigned(ev.organization_id, ev.conversation_id, None),
-            events.conversation_handed_over(ev.organization_id, ev.conversation_id, "bot"),
-        )
+        # conversation_assigned (to null) comes from the ConversationAssigned raised with it.
+        return (events.conversation_handed_over(ev.organization_id, ev.conversation_id, "bot"),)
 
     @staticmethod
     def _flagged(ev: MessageFlagged) -> Iterable[Event]:

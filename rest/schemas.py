@@ -88,6 +88,8 @@ class CreateUserSchema(Strict):
 class CreateChannelSchema(Strict):
     type = fields.String(required=True, validate=validate.OneOf(("webchat", "mobile_sdk")))
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    # The bot that answers the channel's conversations (docs/bots.md).
+    bot_id = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(UUID_RE))
 
 
 class ChannelIdentitySchema(Strict):
@@ -162,6 +164,8 @@ class PushDeliveriesQuerySchema(Strict):
 class CreateEmbedTokenSchema(Strict):
     channel_id = fields.String(required=True, validate=validate.Regexp(UUID_RE))
     name = fields.String(load_default="Web chat", validate=validate.Length(min=1, max=200))
+    # The bot of the conversations opened under the token (null: the channel's).
+    bot_id = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(UUID_RE))
     allowed_origins = fields.List(
         fields.String(validate=validate.Length(max=300)),
         load_default=list,
@@ -305,7 +309,7 @@ class _BotFields(Strict):
     flow = fields.Dict(allow_none=True)
     commands = fields.List(fields.Dict(), validate=validate.Length(max=20))
     webhook_url = fields.String(validate=validate.Length(min=1, max=2048))
-    timeout_seconds = fields.Float(validate=validate.Range(min=1, max=30))
+    timeout_seconds = fields.Float(validate=validate.Range(min=1, max=20))
 
 
 class BotCreateSchema(_BotFields):

@@ -38,7 +38,7 @@ async def list_channels(request: web.Request) -> web.Response:
 async def create_channel(request: web.Request) -> web.Response:
     body = await load_json(request, _channel)
     channel = await request.app[SERVICES].orgs.create_channel(
-        agent_of(request), body["type"], body["name"]
+        agent_of(request), body["type"], body["name"], _lower(body["bot_id"])
     )
     return web.json_response(channel, status=201)
 
@@ -76,7 +76,11 @@ async def list_embed_tokens(request: web.Request) -> web.Response:
 async def create_embed_token(request: web.Request) -> web.Response:
     body = await load_json(request, _token)
     token = await request.app[SERVICES].orgs.create_embed_token(
-        agent_of(request), body["channel_id"].lower(), body["name"], body["allowed_origins"]
+        agent_of(request),
+        body["channel_id"].lower(),
+        body["name"],
+        body["allowed_origins"],
+        _lower(body["bot_id"]),
     )
     return web.json_response(token, status=201)
 
@@ -86,3 +90,7 @@ async def revoke_embed_token(request: web.Request) -> web.Response:
         agent_of(request), path_id(request, "token_id")
     )
     return web.json_response(token)
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value else None

@@ -65,8 +65,9 @@ ORGS_REFRESH_SECONDS = 1.0
 BOT_FAILED_MESSAGE = (
     "Sorry, our assistant cannot answer right now. A person will reply here as soon as possible."
 )
+# A webhook bot's call runs inside an outbox delivery, whose lease (30 s) must outlive it.
 MIN_TIMEOUT_SECONDS = 1.0
-MAX_TIMEOUT_SECONDS = 30.0
+MAX_TIMEOUT_SECONDS = 20.0
 
 _B = Bot.__table__
 _CH = Channel.__table__

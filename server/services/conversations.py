@@ -958,7 +958,8 @@ class ConversationService:
         """An agent hands the open session back to the conversation's bot: no agent holds
         it, the bot answers the next message, starting afresh. Raises NotFound, Conflict (no
         open session, or no enabled bot), Forbidden (another agent's session, for the role
-        `agent`). Raises ConversationHandedToBot."""
+        `agent`). Raises ConversationAssigned (to nobody) when an agent held it, and
+        ConversationHandedToBot."""
         now = utcnow()
         async with self.db.unit_of_work() as uow:
             s = uow.conn
@@ -974,6 +975,17 @@ class ConversationService:
                 )
             )
             await s.execute(update(_C).where(_C.c.id == conversation_id).values(updated_at=now))
+            if sess.assigned_agent_id is not None:
+                # As an integration's unassign: the queue sees assigned_to null.
+                uow.raise_event(
+                    ConversationAssigned(
+                        actor.organization_id,
+                        conversation_id,
+                        sess.id,
+                        None,
+                        serializers.iso(now),
+                    )
+                )
             uow.raise_event(
                 ConversationHandedToBot(
                     actor.organization_id,

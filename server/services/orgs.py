@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from models import Channel, EmbedToken, Organization, User
+from models import Bot, Channel, EmbedToken, Organization, User
 from models.base import new_id, utcnow
 from models.orgs import IDENTITY_JWT_ALGORITHMS, IDENTITY_MODES
 from server.actors import AgentActor
@@ -24,6 +24,7 @@ _O = Organization.__table__
 _U = User.__table__
 _Ch = Channel.__table__
 _T = EmbedToken.__table__
+_B = Bot.__table__
 
 ROLES = ("owner", "admin", "agent")
 MIN_PASSWORD = 8
@@ -76,6 +77,19 @@ async def organization_channel(conn, organization_id: str, channel_id: str):
     if row is None:
         raise NotFound("Channel not found.")
     return row
+
+
+async def _own_bot(conn, organization_id: str, bot_id: str | None) -> None:
+    """NotFound unless `bot_id` (when given) is a bot of the organization."""
+    if bot_id is None:
+        return
+    found = (
+        await conn.execute(
+            select(_B.c.id).where(_B.c.id == bot_id, _B.c.organization_id == organization_id)
+        )
+    ).first()
+    if found is None:
+        raise NotFound("Bot not found.")
 
 
 def new_channel_key() -> str:
@@ -254,10 +268,15 @@ class OrgService:
             ).all()
         return [channel_public(r) for r in rows]
 
-    async def create_channel(self, actor: AgentActor, type: str, name: str) -> dict[str, Any]:
+    async def create_channel(
+        self, actor: AgentActor, type: str, name: str, bot_id: str | None = None
+    ) -> dict[str, Any]:
+        """A channel of the agent's organization, answered by `bot_id` (a bot of the
+        organization, else NotFound and nothing is created) when given."""
         self._require_admin(actor)
         channel_id = new_id()
         async with self.db.unit_of_work() as uow:
+            await _own_bot(uow.conn, actor.organization_id, bot_id)
             await uow.conn.execute(
                 insert(_Ch).values(
                     id=channel_id,
@@ -267,6 +286,7 @@ class OrgService:
                     created_at=utcnow(),
                     public_key=new_channel_key() if type == "mobile_sdk" else None,
                     identity_mode="off",
+                    bot_id=bot_id,
                 )
             )
             row = (await uow.conn.execute(select(_Ch).where(_Ch.c.id == channel_id))).one()
@@ -361,9 +381,15 @@ class OrgService:
         return [token_public(r) for r in rows]
 
     async def create_embed_token(
-        self, actor: AgentActor, channel_id: str, name: str, allowed_origins: list[str]
+        self,
+        actor: AgentActor,
+        channel_id: str,
+        name: str,
+        allowed_origins: list[str],
+        bot_id: str | None = None,
     ) -> dict[str, Any]:
-        """Issue a token for a webchat channel of the actor's org; the token is shown once."""
+        """Issue a token for a webchat channel of the actor's org; the token is shown once.
+        `bot_id`: the bot that answers under it (a bot of the organization, else NotFound)."""
         self._require_admin(actor)
         origins = [normalize_origin(o) for o in allowed_origins]
         token = new_embed_token()
@@ -372,9 +398,12 @@ class OrgService:
             channel = await organization_channel(s, actor.organization_id, channel_id)
             if channel.type != "webchat":
                 raise InvalidInput("Embed tokens are for webchat channels.")
+            await _own_bot(s, actor.organization_id, bot_id)
             token_id = await self._insert_token(
                 s, actor.organization_id, channel_id, name, token, origins
             )
+            if bot_id is not None:
+                await s.execute(update(_T).where(_T.c.id == token_id).values(bot_id=bot_id))
             row = (await s.execute(select(_T).where(_T.c.id == token_id))).one()
         return {**token_public(row), "token": token}
 

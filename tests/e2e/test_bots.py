@@ -437,3 +437,52 @@ async def test_a_visitor_cannot_pose_as_the_bot(factory):
     assert await factory.message_count(conv["id"]) == 0
     status, body = await factory.get(f"/chat-widget/bot?embed_token={uid('ew_')}")
     assert status == 403, body
+
+
+async def test_a_bot_is_chosen_when_an_embed_token_or_a_channel_is_created(factory):
+    org = await factory.org()
+    owner = await factory.owner(org)
+    bot = await make_bot(factory, owner, org, attach=False)
+    status, token = await _send_json(
+        factory,
+        "POST",
+        "/api/admin/embed-tokens",
+        owner,
+        {"channel_id": org.channel_id, "name": "Shop", "bot_id": bot["id"]},
+    )
+    assert status == 201 and token["bot_id"] == bot["id"], token
+    status, channel = await _send_json(
+        factory,
+        "POST",
+        "/api/admin/channels",
+        owner,
+        {"type": "mobile_sdk", "name": "App", "bot_id": bot["id"]},
+    )
+    assert status == 201 and channel["bot_id"] == bot["id"], channel
+    status, body = await factory.get(f"/api/mobile/bot?channel_key={channel['public_key']}")
+    assert status == 200 and body["bot"]["name"] == "Ada", body
+
+    # Another organization's bot: refused, and nothing is created.
+    other = await factory.org()
+    other_owner = await factory.owner(other)
+    status, before = await factory.get("/api/admin/embed-tokens", other_owner)
+    status, reply = await _send_json(
+        factory,
+        "POST",
+        "/api/admin/embed-tokens",
+        other_owner,
+        {"channel_id": other.channel_id, "bot_id": bot["id"]},
+    )
+    assert status == 404, reply
+    status, after = await factory.get("/api/admin/embed-tokens", other_owner)
+    assert after == before
+    status, reply = await _send_json(
+        factory,
+        "POST",
+        "/api/admin/channels",
+        other_owner,
+        {"type": "webchat", "name": "X", "bot_id": bot["id"]},
+    )
+    assert status == 404, reply
+    status, channels = await factory.get("/api/admin/channels", other_owner)
+    assert [c["name"] for c in channels if c["name"] == "X"] == []
