@@ -419,6 +419,7 @@ def _plan(uow, items: list[_Item], convs: dict, sessions: dict, now) -> _Plan:
             "content": msg.content,
             "rich_media": msg.rich_media,
             "read_by": {},
+            "flagged": False,
             "created_at": serializers.iso(now),
         }
         if key is not None:
