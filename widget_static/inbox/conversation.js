@@ -1,6 +1,7 @@
-/* The open conversation: claim and resolve, its messages kept gap-free by seq (a hole, or a
- * conversation_head beyond what is shown, is fetched with after_seq; rejoins start from the
- * last gap-free seq), older pages, typing, read receipts. */
+/* The open conversation: claim, hand back to its bot and resolve, its messages kept gap-free
+ * by seq (a hole, or a conversation_head beyond what is shown, is fetched with after_seq;
+ * rejoins start from the last gap-free seq), older pages, typing, read receipts, bots' names
+ * and moderation's flags. */
 import { formatTime, visitorHex, visitorName } from "../shared/format.js";
 import { Choices, el, renderContent } from "../shared/render.js";
 import { api } from "./api.js";
@@ -14,8 +15,10 @@ function claim(id) {
   return emitAck("claim_conversation", { conversation_id: id })
     .then(function (ack) {
       var conv = state.convs.get(id);
-      if (conv && conv.active_session)
+      if (conv && conv.active_session) {
         conv.active_session.assigned_agent_id = ack.assigned_agent_id;
+        conv.active_session.handled_by = "agent";
+      }
       app.renderList();
       if (id === state.current) renderHeader();
       else if (!state.current) openConversation(id);
@@ -23,6 +26,28 @@ function claim(id) {
     .catch(function (err) {
       toast(err.message);
       app.refreshConversation(id);
+    });
+}
+
+/* The bot answers the next message again; the session leaves the agent. */
+function handBack() {
+  var id = state.current;
+  if (!id) return;
+  var button = $("#hand-back");
+  button.disabled = true;
+  api("/api/conversations/" + encodeURIComponent(id) + "/hand-to-bot", { method: "POST" })
+    .then(function (conv) {
+      state.convs.set(id, conv);
+      app.renderList();
+      if (id === state.current) renderHeader();
+      toast("Handed back to " + botName(conv.active_session && conv.active_session.bot_id), "info");
+    })
+    .catch(function (err) {
+      toast(err.message);
+      app.refreshConversation(id);
+    })
+    .then(function () {
+      button.disabled = false;
     });
 }
 
@@ -81,8 +106,16 @@ function renderHeader() {
   }
   if (conv.end_user) meta.push("visitor id " + visitorHex(conv.end_user.external_id));
   $("#conv-meta").textContent = meta.join(" · ");
+  renderAttributes(conv);
   $("#conversation-view").dataset.state = status.key;
-  $("#claim").hidden = status.key !== "unassigned";
+  $("#claim").hidden = !app.claimable(status);
+  var s = conv.active_session;
+  $("#hand-back").hidden = !(
+    s &&
+    s.bot_id &&
+    s.handled_by !== "bot" &&
+    (s.assigned_agent_id === ME.id || IS_ADMIN)
+  );
   $("#resolve-form").hidden = !conv.active_session || !canAct(conv);
   var allowed = canAct(conv);
   $("#composer").classList.toggle("disabled", !allowed);
@@ -96,9 +129,25 @@ function renderHeader() {
     : "Assigned to " + app.agentName(conv.active_session.assigned_agent_id) + ".";
 }
 
+/* What a bot collected from the visitor (end_user.attributes), e.g. "email: a@b.co". */
+function renderAttributes(conv) {
+  var attrs = (conv.end_user && conv.end_user.attributes) || {};
+  var box = $("#conv-attributes");
+  box.replaceChildren.apply(
+    box,
+    Object.keys(attrs).map(function (key) {
+      var value = attrs[key];
+      if (value !== null && typeof value === "object") value = JSON.stringify(value);
+      return el("span", { class: "conv-attr", dataset: { key: key }, text: key + ": " + value });
+    }),
+  );
+  box.hidden = !box.children.length;
+}
+
 function resetMessages() {
   gaps.reset(0);
   state.messages = new Map();
+  state.flagged = new Set();
   state.choices = new Choices();
   state.readSent = new Set();
   state.lastSeq = 0;
@@ -130,8 +179,8 @@ function openConversation(id) {
   $("#conv-title").textContent = state.convs.has(id) ? app.displayName(state.convs.get(id)) : "";
   app.renderList();
   renderHeader();
-  return app
-    .refreshConversation(id)
+  // Bot messages are named from the first page on.
+  return Promise.all([app.refreshConversation(id), botsLoaded])
     .then(function () {
       if (state.current !== id) return null;
       return api("/api/conversations/" + encodeURIComponent(id) + "/messages?limit=" + PAGE_SIZE);
@@ -202,15 +251,25 @@ function addSystemLine(text) {
   scrollToBottom();
 }
 
+function botName(id) {
+  var bot = state.bots.get(id);
+  return (bot && bot.name) || "Bot";
+}
+
 function senderLabel(m) {
   var conv = state.convs.get(m.conversation_id);
   if (m.sender_type === "end_user") return visitorName(conv ? conv.end_user : null);
-  if (m.sender_type === "bot") return "Bot";
+  if (m.sender_type === "bot") return botName(m.sender_id);
   return m.sender_id === ME.id ? "You" : app.agentName(m.sender_id);
+}
+
+function flagBadge() {
+  return el("span", { class: "msg-flag", title: "Flagged by moderation", text: "Flagged" });
 }
 
 function renderMessage(m) {
   var mine = m.sender_type === "agent" && m.sender_id === ME.id;
+  var flagged = m.flagged === true || state.flagged.has(m.id);
   state.choices.remember(m);
   var bubble = el(
     "div",
@@ -220,7 +279,7 @@ function renderMessage(m) {
   return el(
     "li",
     {
-      class: "msg from-" + m.sender_type + (mine ? " mine" : ""),
+      class: "msg from-" + m.sender_type + (mine ? " mine" : "") + (flagged ? " flagged" : ""),
       dataset: { seq: m.seq, id: m.id, contentType: m.content_type, senderType: m.sender_type },
     },
     el(
@@ -232,9 +291,23 @@ function renderMessage(m) {
         datetime: m.created_at,
         text: formatTime(m.created_at, true),
       }),
+      flagged ? flagBadge() : null,
     ),
     bubble,
   );
+}
+
+/* message_flagged: moderation flagged a visitor's message (shown, or about to be). */
+function onFlagged(e) {
+  if (!e || e.conversation_id !== state.current) return;
+  state.flagged.add(e.message_id);
+  var m = state.messages.get(e.seq);
+  if (m && m.id === e.message_id) m.flagged = true;
+  var node = $('#message-list .msg[data-id="' + CSS.escape(e.message_id) + '"]');
+  if (node && !node.classList.contains("flagged")) {
+    node.classList.add("flagged");
+    node.querySelector(".msg-meta").append(flagBadge());
+  }
 }
 
 function updateOlderButton() {
@@ -291,8 +364,13 @@ function showTyping(senderType) {
   }
   var conv = state.convs.get(state.current);
   node.dataset.sender = senderType;
-  node.textContent =
-    senderType === "end_user" ? app.displayName(conv) + " is typing…" : "A colleague is typing…";
+  var who =
+    senderType === "end_user"
+      ? app.displayName(conv)
+      : senderType === "bot"
+        ? botName(conv && conv.active_session && conv.active_session.bot_id)
+        : "A colleague";
+  node.textContent = who + " is typing…";
   node.hidden = false;
 }
 
@@ -319,8 +397,28 @@ function markRead() {
   });
 }
 
+// The organization's bots, once, for their names (any agent may list them).
+var botsLoaded = api("/api/admin/bots")
+  .then(function (bots) {
+    (bots || []).forEach(function (b) {
+      state.bots.set(b.id, b);
+    });
+    document.querySelectorAll("#message-list .msg.from-bot").forEach(function (node) {
+      var m = state.messages.get(Number(node.dataset.seq));
+      if (m) node.querySelector(".msg-sender").textContent = senderLabel(m);
+    });
+  })
+  .catch(function () {
+    /* unnamed bots read "Bot" */
+  });
+
+$("#hand-back").addEventListener("click", handBack);
+
 Object.assign(app, {
   claim,
+  handBack,
+  onFlagged,
+  botName,
   resolveCurrent,
   canAct,
   renderHeader,

@@ -1,5 +1,5 @@
-/* The conversation list: the guide's three filters, live updates from the org queue, the
- * unread count in the tab title. */
+/* The conversation list: the guide's three filters and Bot (a bot answers), live updates from
+ * the org queue, the unread count in the tab title. */
 import { formatTime, nowIso, visitorName } from "../shared/format.js";
 import { el } from "../shared/render.js";
 import { api } from "./api.js";
@@ -17,10 +17,12 @@ function displayName(conv) {
   return visitorName(conv && conv.end_user);
 }
 
+/* As the server's filters: Unassigned waits for a person, which a bot's conversation does not. */
 function matches(conv, filter) {
   var s = conv.active_session;
-  if (filter === "unassigned") return !!s && !s.assigned_agent_id;
+  if (filter === "unassigned") return !!s && !s.assigned_agent_id && s.handled_by !== "bot";
   if (filter === "mine") return !!s && s.assigned_agent_id === ME.id;
+  if (filter === "bot") return !!s && s.handled_by === "bot";
   return true;
 }
 
@@ -30,8 +32,9 @@ function agentName(id) {
   return member ? member.display_name : id;
 }
 
-/* An open conversation is Unassigned or Assigned; one without a session was resolved, unless
- * nothing was ever written in it (opened by the widget, never used): that one is New. */
+/* An open conversation is with the bot, waiting for a person (a bot handed it off),
+ * Unassigned or Assigned; one without a session was resolved, unless nothing was ever
+ * written in it (opened by the widget, never used): that one is New. */
 function statusOf(conv) {
   var s = conv.active_session;
   // Writing or resolving moves updated_at; a conversation only opened keeps its created_at.
@@ -39,6 +42,9 @@ function statusOf(conv) {
   if (!s && untouched && !state.previews.has(conv.id))
     return { key: "new", label: "New · no messages yet" };
   if (!s) return { key: "resolved", label: "Resolved" };
+  if (!s.assigned_agent_id && s.handled_by === "bot") return { key: "bot", label: "With the bot" };
+  if (!s.assigned_agent_id && s.handed_off_at)
+    return { key: "waiting", label: "Waiting for a person" };
   if (!s.assigned_agent_id) return { key: "unassigned", label: "Unassigned" };
   return { key: "assigned", label: "Assigned to " + agentName(s.assigned_agent_id) };
 }
@@ -58,7 +64,9 @@ function previewText(p) {
     case "carousel":
       return "Carousel" + (text ? ": " + text : "");
     default:
-      return (p.sender_type === "agent" ? "Agent: " : "") + text;
+      return (
+        (p.sender_type === "agent" ? "Agent: " : p.sender_type === "bot" ? "Bot: " : "") + text
+      );
   }
 }
 
@@ -125,8 +133,19 @@ function refreshConversation(id) {
   return flag.promise;
 }
 
+/* Whom an agent may take a conversation from: nobody, or its bot. */
+function claimable(status) {
+  return status.key === "unassigned" || status.key === "waiting" || status.key === "bot";
+}
+
 function applyUpdated(e) {
   var id = e.conversation_id;
+  if (e.handled_by) {
+    // Who answers changed (the bot handed off, or an agent handed it back): no message, so
+    // the preview stays; the conversation is read again for its new session state.
+    refreshConversation(id);
+    return;
+  }
   state.previews.set(id, e);
   if (e.sender_type === "end_user" && (id !== state.current || document.hidden)) {
     state.unread.add(id);
@@ -144,8 +163,10 @@ function applyUpdated(e) {
 function applyAssigned(e) {
   var id = e.conversation_id;
   var conv = state.convs.get(id);
-  if (conv && conv.active_session && !state.inflight.has(id)) {
+  // Unassigned (assigned_to null) means handed back to its bot: read it again.
+  if (e.assigned_to && conv && conv.active_session && !state.inflight.has(id)) {
     conv.active_session.assigned_agent_id = e.assigned_to;
+    conv.active_session.handled_by = "agent";
     renderList();
     if (id === state.current) app.renderHeader();
   } else {
@@ -223,17 +244,16 @@ function renderListItem(conv) {
     el("span", { class: "conv-status status-" + status.key, text: status.label }),
     unread ? el("span", { class: "unread-dot", title: "Unread", "aria-label": "unread" }) : null,
   );
-  var claimButton =
-    status.key === "unassigned"
-      ? el("button", {
-          class: "button small primary conv-claim",
-          type: "button",
-          onclick: function () {
-            app.claim(conv.id);
-          },
-          text: "Claim",
-        })
-      : null;
+  var claimButton = claimable(status)
+    ? el("button", {
+        class: "button small primary conv-claim",
+        type: "button",
+        onclick: function () {
+          app.claim(conv.id);
+        },
+        text: "Claim",
+      })
+    : null;
   return el(
     "li",
     { class: classes, dataset: { id: conv.id, state: status.key } },
@@ -265,6 +285,7 @@ Object.assign(app, {
   matches,
   agentName,
   statusOf,
+  claimable,
   previewText,
   loadList,
   replayQueued,

@@ -97,6 +97,10 @@ socket.on("conversation_resolved", function (e) {
 socket.on("message_received", function (m) {
   app.onMessage(m);
 });
+// Moderation flagged a visitor's message (agents only: the visitor is not told).
+socket.on("message_flagged", function (e) {
+  app.onFlagged(e);
+});
 // After a fan-out outage the server announces each conversation's head seq.
 socket.on("conversation_head", function (e) {
   if (e && e.conversation_id === state.current) gaps.head(e.last_seq);

@@ -5,7 +5,7 @@
 export const PAGE_SIZE = 50;
 export const ACK_TIMEOUT_MS = 10000;
 export const TYPING_EVERY_MS = 2000;
-export const FILTERS = ["unassigned", "mine", "all"];
+export const FILTERS = ["unassigned", "mine", "bot", "all"];
 
 const body = document.body;
 export const ME = {
@@ -37,6 +37,8 @@ export const state = {
   readSent: new Set(),
   lastSeq: 0, // the highest seq shown; gaps.gapFree() is the highest without a hole
   oldestSeq: null,
+  flagged: new Set(), // ids of the open conversation's messages moderation flagged
+  bots: new Map(), // id -> {id, name, avatar_url} of the organization's bots
   team: new Map(), // id -> {id, display_name, role}
   online: new Set(),
   teamRequested: false,

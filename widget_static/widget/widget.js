@@ -9,10 +9,12 @@
  * (socket.io-client `retries`) store a message once. The host page talks to the widget through
  * the loader with postMessage (docs/widget.md). Rich messages are drawn by the renderer the
  * agent app uses too (shared/render.js); a choice the visitor picks is sent as its value and
- * shown as its label.
+ * shown as its label. A bot's messages and typing carry the name (and avatar) of the bot that
+ * answers under the token (GET /chat-widget/bot), whose commands are offered when the visitor
+ * starts a message with "/".
  */
 import { ChatSeqGaps } from "../seqgap.js";
-import { formatSize, formatTime, randomId } from "../shared/format.js";
+import { formatSize, formatTime, randomId, safeUrl } from "../shared/format.js";
 import { Choices, renderContent } from "../shared/render.js";
 
 // io: the socket.io-client browser build, a classic script the page loads before this one.
@@ -41,6 +43,7 @@ var typingEl = $(".cw-typing"),
   fileInput = $(".cw-file");
 var connEl = $(".cw-conn"),
   closeBtn = $(".cw-close");
+var typingWho = typingEl.querySelector("em");
 
 var lastSeq = 0; // the highest seq shown (gaps.gapFree() is the highest without a hole)
 var bySeq = {}; // seq -> <li>, to drop copies (history, replay, ack, broadcast)
@@ -52,6 +55,7 @@ var hostOrigin = null,
   lastTypingSent = 0,
   joined = false;
 var choices = new Choices();
+var bot = null; // {id, name, avatar_url, commands} of the bot answering under the token
 var gaps = new ChatSeqGaps({
   fetchAfter: function (seq) {
     return fetchHistory(seq);
@@ -151,11 +155,30 @@ if (framed) {
 
 // ---- rendering ------------------------------------------------------------------------
 
+// A message from another bot than the token's current one (it was replaced) is "Assistant".
+function botName(id) {
+  return (bot && (id == null || bot.id === id) && bot.name) || "Assistant";
+}
+
+function botLine(id) {
+  var who = el("div", "cw-who");
+  var src = bot && bot.id === id && safeUrl(bot.avatar_url);
+  if (src) {
+    var img = el("img", "cw-avatar");
+    img.src = src;
+    img.alt = "";
+    who.appendChild(img);
+  }
+  who.appendChild(el("span", "cw-name", botName(id)));
+  return who;
+}
+
 function render(m, label) {
   var mine = m.sender_type === "end_user";
   var li = el("li", "cw-msg " + (mine ? "cw-mine" : "cw-theirs"));
   li.setAttribute("data-type", m.content_type || "text");
   li.setAttribute("data-sender", m.sender_type || "");
+  if (m.sender_type === "bot") li.appendChild(botLine(m.sender_id));
   var bubble = el("div", "cw-bubble");
   choices.remember(m);
   bubble.append(
@@ -288,6 +311,7 @@ form.addEventListener("submit", function (e) {
   if (!text.trim()) return;
   input.value = "";
   grow();
+  showCommands();
   sendText(text);
 });
 
@@ -303,8 +327,43 @@ function grow() {
   input.style.height = Math.min(input.scrollHeight, 120) + "px";
 }
 
+// The bot's commands, offered while the message is a "/" and the start of one.
+var cmdList = el("ul", "cw-cmds");
+cmdList.hidden = true;
+form.before(cmdList);
+
+function showCommands() {
+  var text = input.value;
+  var found = [];
+  if (bot && /^\/\S*$/.test(text)) {
+    found = (bot.commands || []).filter(function (c) {
+      return c.command.indexOf(text.toLowerCase()) === 0;
+    });
+  }
+  cmdList.replaceChildren.apply(
+    cmdList,
+    found.map(function (c) {
+      var b = el("button", "cw-cmd");
+      b.type = "button";
+      b.append(el("b", "", c.command), " ", el("span", "", c.description));
+      b.addEventListener("click", function () {
+        input.value = "";
+        grow();
+        showCommands();
+        sendText(c.command);
+        input.focus();
+      });
+      var li = el("li");
+      li.appendChild(b);
+      return li;
+    }),
+  );
+  cmdList.hidden = !found.length;
+}
+
 input.addEventListener("input", function () {
   grow();
+  showCommands();
   var now = Date.now();
   if (joined && socket.connected && input.value.trim() && now - lastTypingSent > TYPING_EVERY_MS) {
     lastTypingSent = now;
@@ -408,8 +467,20 @@ function fetchHistory(afterSeq) {
   });
 }
 
-var historyLoaded = fetchHistory(null)
-  .then(function (list) {
+// The bot's name is on its messages from the first one: the history waits for it (or its
+// failure, after which a bot is "Assistant").
+var botLoaded = fetch("/chat-widget/bot?embed_token=" + encodeURIComponent(TOKEN))
+  .then(function (r) {
+    return r.ok ? r.json() : {};
+  })
+  .then(function (b) {
+    bot = (b && b.bot) || null;
+  })
+  .catch(function () {});
+
+var historyLoaded = Promise.all([fetchHistory(null), botLoaded])
+  .then(function (got) {
+    var list = got[0];
     // The newest page: gap-free from its first seq.
     if (list.length) gaps.reset(list[0].seq - 1);
     list.forEach(function (m) {
@@ -469,6 +540,8 @@ socket.on("conversation_head", function (d) {
 socket.on("typing_indicator", function (d) {
   if (d && d.conversation_id === CID && d.sender_type !== "end_user") {
     var stick = atBottom();
+    typingWho.textContent =
+      (d.sender_type === "bot" ? botName(d.sender_id) : "Agent") + " is typing…";
     typingEl.hidden = false;
     if (stick) scrollDown();
   }
