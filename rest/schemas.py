@@ -309,7 +309,7 @@ class _BotFields(Strict):
     flow = fields.Dict(allow_none=True)
     commands = fields.List(fields.Dict(), validate=validate.Length(max=20))
     webhook_url = fields.String(validate=validate.Length(min=1, max=2048))
-    timeout_seconds = fields.Float(validate=validate.Range(min=1, max=20))
+    timeout_seconds = fields.Float(validate=validate.Range(min=1, max=10))
 
 
 class BotCreateSchema(_BotFields):

@@ -65,9 +65,13 @@ ORGS_REFRESH_SECONDS = 1.0
 BOT_FAILED_MESSAGE = (
     "Sorry, our assistant cannot answer right now. A person will reply here as soon as possible."
 )
-# A webhook bot's call runs inside an outbox delivery, whose lease (30 s) must outlive it.
 MIN_TIMEOUT_SECONDS = 1.0
-MAX_TIMEOUT_SECONDS = 20.0
+MAX_TIMEOUT_SECONDS = 10.0
+# A webhook bot's call runs inside an outbox delivery, which is cancelled before its lease
+# ends and starts with at least half the lease left (server/queue.py): the call gets at most
+# this share of CHATD_OUTBOX_LEASE_SECONDS, the rest is for writing the replies or the
+# hand-off. With the default lease (30 s) a bot's own timeout (at most 10 s) always fits.
+LEASE_SHARE = 0.4
 
 _B = Bot.__table__
 _CH = Channel.__table__
@@ -500,6 +504,11 @@ class BotService:
             **data,
         }
 
+    def _call_timeout(self, turn) -> float:
+        wanted = float(turn.bot_timeout_seconds or MAX_TIMEOUT_SECONDS)
+        wanted = min(max(wanted, MIN_TIMEOUT_SECONDS), MAX_TIMEOUT_SECONDS)
+        return min(wanted, self.settings.outbox_lease_seconds * LEASE_SHARE)
+
     async def _ask_webhook_bot(self, turn, message: dict[str, Any], delivery):
         """(replies, handoff reason or None, flagged) from a webhook bot. Its failure is
         answered here: a clear message to the end user, and people take over."""
@@ -511,9 +520,7 @@ class BotService:
                 "created_at": message["created_at"],
             },
         )
-        timeout = min(
-            max(float(turn.bot_timeout_seconds or 10.0), MIN_TIMEOUT_SECONDS), MAX_TIMEOUT_SECONDS
-        )
+        timeout = self._call_timeout(turn)
         try:
             answer: BotAnswer = await self.client.call(
                 turn.bot_webhook_url or "",
@@ -544,7 +551,7 @@ class BotService:
                 self.secret_for(turn.bot_id, turn.bot_webhook_salt or ""),
                 f"botevt_{delivery.outbox_id}",
                 payload,
-                min(float(turn.bot_timeout_seconds or 10.0), MAX_TIMEOUT_SECONDS),
+                self._call_timeout(turn),
             )
         except BotCallFailed as exc:
             log.info("bot %s was not told of %s: %s", turn.bot_id, event.name, exc)
