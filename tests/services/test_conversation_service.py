@@ -132,6 +132,9 @@ async def test_next_end_user_message_after_resolve_opens_a_new_session(scene):
         "status": "open",
         "assigned_agent_id": None,
         "tags": [],
+        "handled_by": "queue",
+        "bot_id": None,
+        "handed_off_at": None,
     }
 
 
