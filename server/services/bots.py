@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBER_NAME = "bots"
 EVENT_TYPES = (MessageCreated.name, ConversationHandedOff.name, ConversationHandedToBot.name)
-# How soon a bot created, enabled or attached on another process starts answering.
+# How soon a bot created or enabled on another process starts answering.
 ORGS_REFRESH_SECONDS = 1.0
 # What the end user reads when a webhook bot fails; then a person takes over.
 BOT_FAILED_MESSAGE = (
@@ -123,8 +123,8 @@ class BotService:
         self.bus = bus
         self.api_keys = api_keys
         self.client = WebhookBotClient(settings.webhook_allow_private_targets)
-        # Organizations with an enabled bot attached somewhere: the write path asks wants()
-        # (no I/O) whether an end user's message needs an outbox row for the bots.
+        # Organizations with an enabled bot: the write path asks wants() (no I/O) whether an
+        # end user's message needs an outbox row for the bots.
         self._orgs: set[str] = set()
         # Organizations with an enabled webhook bot (told about hand-offs).
         self._webhook_orgs: set[str] = set()
@@ -145,16 +145,14 @@ class BotService:
         await self.client.close()
 
     async def refresh_orgs(self) -> None:
-        attached = (
-            select(_B.c.organization_id, _B.c.kind)
-            .where(_B.c.enabled.is_(True))
-            .where(
-                _B.c.id.in_(select(_CH.c.bot_id).where(_CH.c.bot_id.is_not(None)))
-                | _B.c.id.in_(select(_T.c.bot_id).where(_T.c.bot_id.is_not(None)))
-            )
-        )
+        """The organizations with an enabled bot (attached or not: a channel or token created
+        with a bot, on any process, is answered from its first message)."""
         async with self.db.read() as conn:
-            rows = (await conn.execute(attached)).all()
+            rows = (
+                await conn.execute(
+                    select(_B.c.organization_id, _B.c.kind).where(_B.c.enabled.is_(True))
+                )
+            ).all()
         self._orgs = {r.organization_id for r in rows}
         self._webhook_orgs = {r.organization_id for r in rows if r.kind == "webhook"}
 

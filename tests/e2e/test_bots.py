@@ -486,3 +486,27 @@ async def test_a_bot_is_chosen_when_an_embed_token_or_a_channel_is_created(facto
     assert status == 404, reply
     status, channels = await factory.get("/api/admin/channels", other_owner)
     assert [c["name"] for c in channels if c["name"] == "X"] == []
+
+
+async def test_a_mobile_channels_bot_answers_app_users(factory):
+    org = await factory.org()
+    owner = await factory.owner(org)
+    bot = await make_bot(factory, owner, org, attach=False)
+    status, channel = await _send_json(
+        factory,
+        "POST",
+        "/api/admin/channels",
+        owner,
+        {"type": "mobile_sdk", "name": "App", "bot_id": bot["id"]},
+    )
+    assert status == 201, channel
+    status, conv = await factory.post(
+        "/api/mobile/conversations",
+        json={"channel_key": channel["public_key"], "external_id": uid("app-user-")},
+    )
+    assert status == 201, conv
+    app_user = await factory.visitor(conv)
+    await factory.visitor_send(app_user, conv, "pricing")
+    replies = await bot_messages(app_user, 2)
+    assert [r["content_type"] for r in replies] == ["quick_button", "text"]
+    assert replies[-1]["content"] == "From 9 EUR." and replies[-1]["sender_id"] == bot["id"]
