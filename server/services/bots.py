@@ -52,6 +52,7 @@ from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.security import sha256_hex
 from server.services.conversations import ConversationService
 from server.services.message_writer import NewMessage
+from server.services.orgs import channel_public, token_public
 from server.services.webhooks import SECRET_PREFIX, check_target
 from server.settings import Settings
 
@@ -333,8 +334,6 @@ class BotService:
     ) -> dict[str, Any]:
         """Attach a bot (None: none) to a channel (`target` "channel") or an embed token
         ("embed_token") of the agent's organization. Returns the channel or token."""
-        from server.services.orgs import channel_public, token_public
-
         self._require_admin(actor)
         table = _CH if target == "channel" else _T
         async with self.db.unit_of_work() as uow:
@@ -350,7 +349,6 @@ class BotService:
                     "Channel not found." if target == "channel" else "Embed token not found."
                 )
             row = (await uow.conn.execute(select(table).where(table.c.id == target_id))).one()
-        await self.refresh_orgs()
         return channel_public(row) if target == "channel" else token_public(row)
 
     async def for_embed_token(self, embed_token: str) -> dict[str, Any] | None:

@@ -157,13 +157,16 @@ def _conversation_select():
         _S.c.tags,
         _S.c.handed_off_at,
         _B.c.id.label("bot_id"),
-    ).select_from(
-        _C.join(_E, _E.c.id == _C.c.end_user_id)
-        .outerjoin(_S, open_session)
-        .outerjoin(_CT, _CT.c.id == _C.c.embed_token_id)
-        .join(_CCH, _CCH.c.id == _C.c.channel_id)
-        .outerjoin(_B, and_(_B.c.id == _conversation_bot_id(), _B.c.enabled.is_(True)))
+    ).select_from(_with_bot(_C.join(_E, _E.c.id == _C.c.end_user_id).outerjoin(_S, open_session)))
+
+
+def _with_bot(joined, only_with_bot: bool = False):
+    """`joined` (conversations and more) with the conversation's enabled bot (_B), if any."""
+    joined = joined.outerjoin(_CT, _CT.c.id == _C.c.embed_token_id).join(
+        _CCH, _CCH.c.id == _C.c.channel_id
     )
+    bot = and_(_B.c.id == _conversation_bot_id(), _B.c.enabled.is_(True))
+    return joined.join(_B, bot) if only_with_bot else joined.outerjoin(_B, bot)
 
 
 def _bot_answering():
@@ -839,11 +842,12 @@ class ConversationService:
                 _B.c.timeout_seconds.label("bot_timeout_seconds"),
             )
             .select_from(
-                _C.join(_E, _E.c.id == _C.c.end_user_id)
-                .join(_S, and_(_S.c.conversation_id == _C.c.id, _S.c.status == "open"))
-                .outerjoin(_CT, _CT.c.id == _C.c.embed_token_id)
-                .join(_CCH, _CCH.c.id == _C.c.channel_id)
-                .join(_B, and_(_B.c.id == _conversation_bot_id(), _B.c.enabled.is_(True)))
+                _with_bot(
+                    _C.join(_E, _E.c.id == _C.c.end_user_id).join(
+                        _S, and_(_S.c.conversation_id == _C.c.id, _S.c.status == "open")
+                    ),
+                    only_with_bot=True,
+                )
             )
             .where(_C.c.id == conversation_id)
         )
