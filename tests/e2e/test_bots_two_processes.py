@@ -11,8 +11,12 @@ import time
 
 import pytest
 
-from tests.e2e.procs import ServerProcess
-from tests.e2e.test_two_processes import PRESENCE_TTL, Clients, bootstrap, open_conversation
+from tests.e2e.test_two_processes import (
+    Clients,
+    bootstrap,
+    multi_process_env,
+    open_conversation,
+)
 from tests.factories import Recorder, quiet, uid
 
 # A killed process's claims are taken over this soon (the default is 30 s).
@@ -26,34 +30,11 @@ FLOW = {
 
 @pytest.fixture
 def cluster_env(base_settings):
-    if not (base_settings.database_url.startswith("postgresql") and base_settings.redis_url):
-        pytest.skip("the multi-process test needs DATABASE_URL=PostgreSQL and REDIS_URL")
-    return {
-        "DATABASE_URL": base_settings.database_url,
-        "REDIS_URL": base_settings.redis_url,
-        "CHATD_PRESENCE_TTL_SECONDS": str(PRESENCE_TTL),
-        "CHATD_DEMO": "false",
-        "CHATD_OUTBOX_LEASE_SECONDS": str(LEASE_SECONDS),
-        "CHATD_OUTBOX_POLL_SECONDS": "0.2",
-    }
-
-
-@pytest.fixture
-async def cluster(cluster_env, tmp_path):
-    procs = [ServerProcess(cluster_env, tmp_path / f"server-{i}.log") for i in range(2)]
-    try:
-        await asyncio.gather(*(p.wait_healthy() for p in procs))
-        yield procs
-    finally:
-        for p in procs:
-            p.stop()
-
-
-@pytest.fixture
-async def clients():
-    c = Clients()
-    yield c
-    await c.close()
+    return multi_process_env(
+        base_settings,
+        CHATD_OUTBOX_LEASE_SECONDS=str(LEASE_SECONDS),
+        CHATD_OUTBOX_POLL_SECONDS="0.2",
+    )
 
 
 class Team:

@@ -10,8 +10,7 @@ import time
 import pytest
 
 from tests.e2e.fake_push import FakeFcm
-from tests.e2e.procs import ServerProcess
-from tests.e2e.test_two_processes import PRESENCE_TTL, Clients, bootstrap
+from tests.e2e.test_two_processes import bootstrap, multi_process_env
 from tests.factories import uid
 
 TOKEN = "fcm-two-processes-" + "b" * 120
@@ -25,34 +24,10 @@ async def fcm():
 
 @pytest.fixture
 def cluster_env(base_settings, fcm):
-    if not (base_settings.database_url.startswith("postgresql") and base_settings.redis_url):
-        pytest.skip("the multi-process test needs DATABASE_URL=PostgreSQL and REDIS_URL")
-    return {
-        "DATABASE_URL": base_settings.database_url,
-        "REDIS_URL": base_settings.redis_url,
-        "CHATD_PRESENCE_TTL_SECONDS": str(PRESENCE_TTL),
-        "CHATD_DEMO": "false",
-        "CHATD_PUSH_FCM_API_BASE": fcm.base_url,
-    }
-
-
-@pytest.fixture
-async def cluster(cluster_env, tmp_path):
-    env = cluster_env
-    procs = [ServerProcess(env, tmp_path / f"server-{i}.log") for i in range(2)]
-    try:
-        await asyncio.gather(*(p.wait_healthy() for p in procs))
-        yield procs
-    finally:
-        for p in procs:
-            p.stop()
-
-
-@pytest.fixture
-async def clients():
-    c = Clients()
-    yield c
-    await c.close()
+    return multi_process_env(
+        base_settings,
+        CHATD_PUSH_FCM_API_BASE=fcm.base_url,
+    )
 
 
 async def test_a_user_connected_on_one_process_gets_no_push_from_the_other(

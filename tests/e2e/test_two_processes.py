@@ -9,14 +9,15 @@ import aiohttp
 import pytest
 import socketio
 
-from tests.e2e.procs import ServerProcess, run_cli
+from tests.e2e.procs import run_cli
 from tests.factories import PASSWORD, Recorder, quiet, uid
 
 PRESENCE_TTL = 2.0
 
 
-@pytest.fixture
-def cluster_env(base_settings):
+def multi_process_env(base_settings, **extra: str) -> dict[str, str]:
+    """The environment of the `chatd serve` processes of a multi-process test (PostgreSQL and
+    Redis only: the test is skipped otherwise), with `extra` settings."""
     if not (base_settings.database_url.startswith("postgresql") and base_settings.redis_url):
         pytest.skip("the multi-process test needs DATABASE_URL=PostgreSQL and REDIS_URL")
     return {
@@ -24,18 +25,13 @@ def cluster_env(base_settings):
         "REDIS_URL": base_settings.redis_url,
         "CHATD_PRESENCE_TTL_SECONDS": str(PRESENCE_TTL),
         "CHATD_DEMO": "false",
+        **extra,
     }
 
 
 @pytest.fixture
-async def cluster(cluster_env, tmp_path):
-    procs = [ServerProcess(cluster_env, tmp_path / f"server-{i}.log") for i in range(2)]
-    try:
-        await asyncio.gather(*(p.wait_healthy() for p in procs))
-        yield procs
-    finally:
-        for p in procs:
-            p.stop()
+def cluster_env(base_settings):
+    return multi_process_env(base_settings)
 
 
 class Clients:
@@ -63,13 +59,6 @@ class Clients:
             if c.connected:
                 await c.disconnect()
         await self.http.close()
-
-
-@pytest.fixture
-async def clients():
-    c = Clients()
-    yield c
-    await c.close()
 
 
 def bootstrap(env) -> dict:
@@ -255,9 +244,7 @@ async def test_killing_a_process_marks_its_agents_offline(cluster, clients, clus
     assert online["agent_id"] not in ack["online"]
 
 
-async def test_a_key_revoked_on_one_process_is_refused_by_the_other(
-    cluster, clients, cluster_env
-):
+async def test_a_key_revoked_on_one_process_is_refused_by_the_other(cluster, clients, cluster_env):
     a, b = cluster
     org = bootstrap(cluster_env)
     cookie, csrf = await clients.login(a.url, org["email"])
