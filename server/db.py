@@ -5,7 +5,9 @@ holds an AsyncConnection: the same execute()/Result API as a session, with less 
 The domain events a use case raises are collected on the unit of work and handed to the bus
 only after the commit succeeds; on rollback they are dropped. The durable ones are also written
 to the outbox, one row per durable subscriber that wants them, in the same transaction, just
-before the commit (server/outbox.py delivers them).
+before the commit (server/outbox.py delivers them). A row for a subscriber of this process's
+running dispatcher is written already leased to it (`OutboxLease`) and handed to it after the
+commit: delivered from memory, without being claimed (docs/reliability.md, "The outbox").
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import event, insert, text
@@ -64,7 +67,18 @@ def _loads_json(data: str | bytes):
 
 
 _OUTBOX = OutboxEvent.__table__
-_INSERT_OUTBOX = insert(_OUTBOX)
+# The ids in the order of the rows (subscribers dedupe on them; the dispatcher deletes by them).
+_INSERT_OUTBOX = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxLease:
+    """The running dispatcher of this process: rows for its subscribers (`keys`) are written
+    leased to it (`token`) for `seconds`, as if it had claimed them at the commit."""
+
+    token: str
+    seconds: float
+    keys: frozenset[str]
 
 
 @dataclass
@@ -72,22 +86,28 @@ class UnitOfWork:
     conn: AsyncConnection
     events: list[DomainEvent] = field(default_factory=list)
     # Set by a use case that wrote its own outbox rows in its statements (the message
-    # writer on PostgreSQL); `outbox_rows` is then how many it wrote.
+    # writer on PostgreSQL), with their ids.
     outbox_written: bool = False
-    outbox_rows: int = 0
+    # The outbox rows written (with their ids): handed to the dispatcher after the commit.
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
     def raise_event(self, ev: DomainEvent) -> None:
         """Record a fact of this transaction: published if, and only if, it commits."""
         self.events.append(ev)
 
 
-def outbox_rows(bus: EventBus | None, events: list[DomainEvent], now) -> list[dict]:
-    """The outbox rows of these events, in order: one per durable subscriber that wants each."""
+def outbox_rows(
+    bus: EventBus | None, events: list[DomainEvent], now, lease: OutboxLease | None = None
+) -> list[dict]:
+    """The outbox rows of these events, in order: one per durable subscriber that wants each.
+    Rows for the subscribers of `lease` are leased to it (their first attempt has begun)."""
     if bus is None or not bus.durable:
         return []
     rows = []
+    until = now + timedelta(seconds=lease.seconds) if lease is not None else None
     for ev in events:
         for name in bus.durable_names(ev):
+            leased = lease is not None and name in lease.keys
             rows.append(
                 {
                     "subscriber": name,
@@ -97,8 +117,10 @@ def outbox_rows(bus: EventBus | None, events: list[DomainEvent], now) -> list[di
                     "payload": ev.to_dict(),
                     "created_at": now,
                     "status": "pending",
-                    "attempts": 0,
+                    "attempts": 1 if leased else 0,
                     "next_attempt_at": now,
+                    "locked_by": lease.token if leased else None,
+                    "locked_until": until if leased else None,
                 }
             )
     return rows
@@ -108,8 +130,10 @@ class Database:
     def __init__(self, engine: AsyncEngine, bus: EventBus | None = None) -> None:
         self.engine = engine
         self.bus = bus
-        # Called after a commit that wrote outbox rows: wakes this process's dispatcher.
-        self.on_outbox_commit: Callable[[], None] | None = None
+        # Set by this process's running dispatcher: rows for its subscribers are written
+        # leased to it, and every committed row (with its id) is handed to on_outbox_commit.
+        self.outbox_lease: OutboxLease | None = None
+        self.on_outbox_commit: Callable[[list[dict[str, Any]]], None] | None = None
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
@@ -119,12 +143,14 @@ class Database:
             uow = UnitOfWork(conn)
             yield uow
             if uow.events and not uow.outbox_written:
-                rows = outbox_rows(self.bus, uow.events, utcnow())
+                rows = outbox_rows(self.bus, uow.events, utcnow(), self.outbox_lease)
                 if rows:
-                    await conn.execute(_INSERT_OUTBOX, rows)
-                    uow.outbox_rows = len(rows)
-        if uow.outbox_rows and self.on_outbox_commit is not None:
-            self.on_outbox_commit()
+                    ids = (await conn.execute(_INSERT_OUTBOX, rows)).scalars().all()
+                    for row, row_id in zip(rows, ids, strict=True):
+                        row["id"] = row_id
+                    uow.outbox = rows
+        if uow.outbox and self.on_outbox_commit is not None:
+            self.on_outbox_commit(uow.outbox)
         if uow.events and self.bus is not None:
             await self.bus.publish(uow.events)
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from models import OutboxEvent
+from server.db import OutboxLease
 from server.domain_events import DomainEvent
 from server.queue import MIN_ROUND_INTERVAL_SECONDS, LeasedQueue, QueueConfig
 
@@ -68,11 +69,17 @@ class OutboxDispatcher(LeasedQueue):
         if not self.bus.durable or self._task is not None:
             return
         self._subscribers = {s.name: s for s in self.bus.durable}
-        self.db.on_outbox_commit = self.wake
         self._begin()
+        # From now on this process's rows for its subscribers are written leased to it and
+        # handed over after their commit (server/queue.py, "Rows born leased").
+        self.db.outbox_lease = OutboxLease(
+            self.token, self.config.lease_seconds, frozenset(self._subscribers)
+        )
+        self.db.on_outbox_commit = self.adopt
 
     async def stop(self, timeout: float = 5.0) -> None:
         if self._task is not None:
+            self.db.outbox_lease = None
             self.db.on_outbox_commit = None
         await super().stop(timeout)
 

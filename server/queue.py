@@ -22,6 +22,14 @@ a webhook's endpoint) and a conversation; see models/outbox.py for the columns. 
   would. On SQLite there is one process and one writer.
 - **Never on the live path.** A queue is a background task with its own connections; each
   key has its own share of in-flight rows, so a slow or failing key delays only its own rows.
+- **Rows born leased.** Rows that the writing process wrote already leased to this queue (the
+  outbox's, server/db.py) are handed to it after their commit (`adopt`) and delivered from
+  memory: no claim, no second write of the row before it is finished. Order still holds: a
+  round first checks that no earlier row of their (key, conversation) is pending (this or
+  another process's delivery, a retry); while one is, they wait in memory, checked again every
+  round, and if their lease runs low first it is given back and the claim takes them in order.
+  The claim itself runs only when unleased rows may be due: at start, every poll, when a retry
+  falls due, and after rows were given back or claimed.
 
 Why not a job library: the rows are written in the same transaction as the change they
 describe (the outbox) and the order per conversation is part of the contract; the queue
@@ -38,6 +46,7 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ARRAY, Table, and_, any_, bindparam, delete, func, select, update
@@ -52,9 +61,13 @@ log = logging.getLogger(__name__)
 # How often delivered rows older than the retention are deleted (at most).
 PRUNE_EVERY_SECONDS = 60.0
 # Rounds (one transaction each) start at most this often: on a busy process the commits and
-# the finished deliveries of 20 ms share one round instead of one round each, which keeps
-# a queue's share of the event loop small (docs/benchmarks.md, "The outbox's cost").
-MIN_ROUND_INTERVAL_SECONDS = 0.02
+# the finished deliveries of 50 ms share one round instead of one round each, which keeps
+# a queue's share of the event loop small (docs/benchmarks.md, "The outbox's cost"; 20 ms
+# rounds cost about a third more of the server's time at saturation than 50 ms ones).
+MIN_ROUND_INTERVAL_SECONDS = 0.05
+# How often adopted rows that wait for an earlier row of their conversation are checked again
+# when nothing else starts a round.
+BORN_RECHECK_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +118,14 @@ class LeasedQueue(abc.ABC):
         self._done: list[tuple[int, dict]] = []
         self._failed: list[tuple] = []
         self._released: list[int] = []
+        # Rows born leased to this queue, adopted after their commit and not yet delivered.
+        self._born: list[SimpleNamespace] = []
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._last_prune = 0.0
+        # The claim runs when this is set (see "Rows born leased"), and at least every poll.
+        self._claim_due = True
+        self._last_claim = 0.0
         # Outcomes recorded since the process started (read by /metrics): rows delivered,
         # attempts that failed and will be retried, rows given up (dead).
         self.outcomes = {"delivered": 0, "retried": 0, "dead": 0}
@@ -140,6 +158,8 @@ class LeasedQueue(abc.ABC):
     def _begin(self) -> None:
         self._inflight = {}
         self._inflight_rows = {}
+        self._born = []
+        self._claim_due = True
         self._stopping = False
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=self.label)
@@ -170,6 +190,33 @@ class LeasedQueue(abc.ABC):
 
     def wake(self) -> None:
         """Rows were written (or are due): claim now rather than at the next poll."""
+        self._claim_due = True
+        self._wake.set()
+
+    def adopt(self, rows: list[dict]) -> None:
+        """Rows committed by this process (dicts of their columns, with their ids). Those born
+        leased to this queue (`locked_by` is its token) are delivered from memory by the next
+        round; the others are claimed as usual."""
+        if self._task is None:
+            return
+        key_of = self.key_column
+        now, wall = asyncio.get_running_loop().time(), utcnow()
+        for r in rows:
+            if r.get("locked_by") != self.token:
+                self._claim_due = True
+                continue
+            row = SimpleNamespace(
+                id=r["id"],
+                conversation_id=r["conversation_id"],
+                event=r["event"],
+                payload=r["payload"],
+                attempts=r["attempts"],
+                created_at=r["created_at"],
+                # The lease's end on the event loop's clock.
+                expires=now + (r["locked_until"] - wall).total_seconds(),
+            )
+            setattr(row, key_of, r[key_of])
+            self._born.append(row)
         self._wake.set()
 
     # ---- the loop -----------------------------------------------------------------------
@@ -198,8 +245,11 @@ class LeasedQueue(abc.ABC):
                 full = False
             if full:
                 continue  # more rows may be due: claim again before waiting
+            # Adopted rows waiting for an earlier one are checked again soon even when nothing
+            # wakes the loop (the earlier row may be another process's).
+            wait = min(self.config.poll_seconds, BORN_RECHECK_SECONDS if self._born else 3600)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _round(self, claim: bool = True) -> bool:
         """One transaction: record the outcomes of finished deliveries, then claim what is
@@ -208,8 +258,12 @@ class LeasedQueue(abc.ABC):
         t = self.table
         done, failed, released = self._done, self._failed, self._released
         self._done, self._failed, self._released = [], [], []
+        born, self._born = (self._born, []) if claim else ([], self._born)
         free: dict[Any, int] = {}
         rows: list = []
+        ready: list[list] = []
+        waiting: list = []
+        given_back: list[int] = []
         try:
             # Before the transaction: on SQLite there is one connection.
             keys = await self.keys() if claim else []
@@ -255,17 +309,26 @@ class LeasedQueue(abc.ABC):
                         .where(t.c.id == row_id, t.c.attempts == attempt, mine)
                         .values(**values)
                     )
-                if released:
+                for key in keys:
+                    free[key] = self.config.batch_size - self._inflight_rows.get(key, 0)
+                if born:
+                    ready, waiting, given_back = await self._sort_born(conn, born, free)
+                if released or given_back:
                     await conn.execute(
                         update(t)
-                        .where(self._among(t.c.id, released), mine, t.c.locked_until.is_not(None))
+                        .where(
+                            self._among(t.c.id, released + given_back),
+                            mine,
+                            t.c.locked_until.is_not(None),
+                        )
                         .values(locked_until=None, attempts=t.c.attempts - 1)
                     )
-                for key in keys:
-                    n = self.config.batch_size - self._inflight_rows.get(key, 0)
-                    if n > 0:
-                        free[key] = n
-                if free:
+                free = {k: n for k, n in free.items() if n > 0}
+                now = asyncio.get_running_loop().time()
+                claiming = self._claim_due or now - self._last_claim >= self.config.poll_seconds
+                if free and claiming:
+                    self._claim_due = False
+                    self._last_claim = now
                     rows = await self._claim(conn, free)
         except BaseException:
             # Not recorded: kept for the next round (if the process dies instead, the
@@ -273,7 +336,14 @@ class LeasedQueue(abc.ABC):
             self._done[:0] = done
             self._failed[:0] = failed
             self._released[:0] = released
+            self._born[:0] = born
+            self._claim_due = True
             raise
+        if released or given_back or rows:
+            self._claim_due = True  # rows to claim, or rows behind the ones claimed
+        self._born[:0] = waiting
+        for adopted in ready:
+            self._spawn(adopted, deadline=adopted[0].expires - self.config.lease_seconds * 0.1)
         self.outcomes["delivered"] += len(done)
         for _, _, values in failed:
             self.outcomes["dead" if values.get("status") == "dead" else "retried"] += 1
@@ -294,6 +364,62 @@ class LeasedQueue(abc.ABC):
         if run:
             self._spawn(run)
         return any(taken.get(k, 0) >= n for k, n in free.items())
+
+    async def _sort_born(self, conn, born: list, free: dict) -> tuple[list, list, list]:
+        """Sort adopted rows into runs to deliver now, rows to keep for a later round (an
+        earlier row of their conversation is pending) and ids to give back to the claim (their
+        lease runs low; their key has no free slots). Takes the slots of the runs from `free`."""
+        t = self.table
+        key = t.c[self.key_column]
+        key_of = self.key_column
+        by_pair: dict[tuple, list] = {}
+        for row in born:
+            by_pair.setdefault((getattr(row, key_of), row.conversation_id), []).append(row)
+        # The oldest pending row of each (key, conversation) with adopted rows.
+        heads: dict[tuple, int] = {}
+        ordered = [pair for pair in by_pair if pair[1] is not None]
+        if ordered:
+            stmt = (
+                select(key, t.c.conversation_id, func.min(t.c.id))
+                .where(
+                    t.c.status == "pending",
+                    self._among(key, sorted({k for k, _ in ordered})),
+                    self._among(t.c.conversation_id, sorted({c for _, c in ordered})),
+                )
+                .group_by(key, t.c.conversation_id)
+            )
+            heads = {(k, c): head for k, c, head in (await conn.execute(stmt)).all()}
+        low = asyncio.get_running_loop().time() + self.config.lease_seconds * 0.5
+        ready: list[list] = []
+        waiting: list = []
+        back: list[int] = []
+        for (k, conversation), rows in by_pair.items():
+            rows.sort(key=lambda r: r.id)
+            if conversation is None:
+                runs = [[r] for r in rows]  # not ordered: a run each
+            else:
+                head = heads.get((k, conversation))
+                # Rows older than the head are no longer pending: their lease ran out and
+                # another process delivered them.
+                rows = [r for r in rows if head is not None and r.id >= head]
+                if not rows:
+                    continue
+                if rows[0].id != head:
+                    # An earlier row is pending: delivered by this process or another, or
+                    # waiting for a retry. Wait for it while the lease lasts.
+                    if rows[0].expires > low:
+                        waiting.extend(rows)
+                    else:
+                        back.extend(r.id for r in rows)
+                    continue
+                runs = [rows]
+            for run in runs:
+                if run[0].expires > low and free.get(k, 0) >= len(run):
+                    ready.append(run)
+                    free[k] -= len(run)
+                else:
+                    back.extend(r.id for r in run)
+        return ready, waiting, back
 
     def _claimable(self, keys: list, now: datetime, limit: int):
         """The heads that may be claimed: the oldest pending row of each (key, conversation),
@@ -425,9 +551,11 @@ class LeasedQueue(abc.ABC):
             t.c.created_at,
         ]
 
-    def _spawn(self, run: list) -> None:
+    def _spawn(self, run: list, deadline: float | None = None) -> None:
         key = getattr(run[0], self.key_column)
-        task = asyncio.create_task(self._deliver(key, run), name=f"{self.label}-{run[0].id}")
+        task = asyncio.create_task(
+            self._deliver(key, run, deadline), name=f"{self.label}-{run[0].id}"
+        )
         tasks = self._inflight.setdefault(key, set())
         tasks.add(task)
         self._inflight_rows[key] = self._inflight_rows.get(key, 0) + len(run)
@@ -439,20 +567,23 @@ class LeasedQueue(abc.ABC):
 
         task.add_done_callback(_done)
 
-    async def _deliver(self, key, run: list) -> None:
+    async def _deliver(self, key, run: list, deadline: float | None = None) -> None:
         """Deliver a run of one conversation's rows in order. A failure stops the run: the rows
         after it are released unattempted and wait for it. So does the lease running low: a
         row is started only while at least half the lease is left of the run's, and is
         cancelled before the lease ends, so no other process can hold it meanwhile."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.lease_seconds * 0.9
+        if deadline is None:  # claimed just now
+            deadline = loop.time() + self.config.lease_seconds * 0.9
         for i, row in enumerate(run):
             left = deadline - loop.time()
             if i and left < self.config.lease_seconds * 0.5:
                 self._released.extend(r.id for r in run[i:])
                 return
             try:
-                values = await asyncio.wait_for(self.handle(key, row), left)
+                # A timeout scope, not wait_for: no task per row.
+                async with asyncio.timeout(left):
+                    values = await self.handle(key, row)
             except asyncio.CancelledError:
                 raise  # stopping: the leases are released by stop()
             except Exception as exc:  # noqa: BLE001 - any failure of a handler is a retry
@@ -496,7 +627,7 @@ class LeasedQueue(abc.ABC):
             delay,
             error,
         )
-        asyncio.get_running_loop().call_later(delay, self._wake.set)
+        asyncio.get_running_loop().call_later(delay, self.wake)
         values = {
             "locked_until": None,
             "last_error": error,

@@ -106,18 +106,31 @@ FROM jsonb_to_recordset(%(messages)s::jsonb)
          sender_id text, client_message_id text, content_type text, content text,
          rich_media jsonb)
 """
-# The same write, plus the batch's outbox rows in one more CTE (ids in event order).
-_PG_WRITE_OUTBOX = """
+# The same write, plus the batch's outbox rows in one more CTE (ids in event order), whose
+# ids the statement returns (the messages' INSERT becomes a CTE: PostgreSQL runs every
+# data-modifying CTE to completion whether or not the main query reads it).
+_PG_WRITE_OUTBOX = (
+    """
 WITH outboxed AS (
     INSERT INTO outbox (subscriber, event, organization_id, conversation_id, payload,
-        created_at, status, attempts, next_attempt_at)
+        created_at, status, attempts, next_attempt_at, locked_by, locked_until)
     SELECT o.subscriber, o.event, o.organization_id, o.conversation_id, o.payload,
-        %(now)s, 'pending', 0, %(now)s
+        %(now)s, 'pending', o.attempts, %(now)s, o.locked_by, o.locked_until
     FROM ROWS FROM (jsonb_to_recordset(%(outbox)s::jsonb) AS (subscriber text, event text,
-        organization_id text, conversation_id text, payload jsonb)) WITH ORDINALITY
-        AS o(subscriber, event, organization_id, conversation_id, payload, n)
+        organization_id text, conversation_id text, payload jsonb, attempts int,
+        locked_by text, locked_until timestamp)) WITH ORDINALITY
+        AS o(subscriber, event, organization_id, conversation_id, payload, attempts,
+             locked_by, locked_until, n)
     ORDER BY o.n
-),""" + _PG_WRITE.replace("WITH bumped AS", "bumped AS", 1)
+    RETURNING id
+),"""
+    + _PG_WRITE.replace("WITH bumped AS", "bumped AS", 1).replace(
+        ")\nINSERT INTO messages", "),\nstored AS (\nINSERT INTO messages", 1
+    )
+    + """)
+SELECT id FROM outboxed ORDER BY id
+"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,19 +350,24 @@ class MessageWriter:
             plan = _plan(uow, items, convs, sessions, now)
             if plan.new_sessions:
                 await locked.executemany(_PG_NEW_SESSION, plan.new_sessions)
-            rows = outbox_rows(self.db.bus, uow.events, now)
+            rows = outbox_rows(self.db.bus, uow.events, now, self.db.outbox_lease)
             if plan.accepted:
                 params = _pg_write_params(now, plan.seqs, plan.accepted)
                 if rows:
                     params.update(_pg_outbox_params(rows))
                     await locked.execute(_PG_WRITE_OUTBOX, params)
-                    uow.outbox_rows = len(rows)
                 else:
                     await locked.execute(_PG_WRITE, params)
             # Events come only with accepted messages: nothing is left for the unit of work
             # to write (its connection's transaction ends here).
             uow.outbox_written = True
             await pg.commit()
+            if plan.accepted and rows:
+                # Read after the commit: fetching first would cost a round trip of its own.
+                ids = [r.id for r in await locked.fetchall()]
+                for row, row_id in zip(rows, ids, strict=True):
+                    row["id"] = row_id
+                uow.outbox = rows
         return plan
 
 
@@ -471,7 +489,16 @@ def _pg_write_params(now, seqs: dict[str, int], accepted) -> dict[str, Any]:
 def _pg_outbox_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The outbox rows as one JSON document (one orjson call; psycopg would quote and escape
     every payload of a text[] parameter in Python, a measured share of the write path)."""
-    fields = ("subscriber", "event", "organization_id", "conversation_id", "payload")
+    fields = (
+        "subscriber",
+        "event",
+        "organization_id",
+        "conversation_id",
+        "payload",
+        "attempts",
+        "locked_by",
+        "locked_until",
+    )
     return {"outbox": orjson.dumps([{f: r[f] for f in fields} for r in rows]).decode()}
 
 

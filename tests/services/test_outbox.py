@@ -452,6 +452,142 @@ async def test_a_slow_subscriber_does_not_hold_up_another_subscribers_rows(make_
         gate.set()
 
 
+def _count_claims(dispatcher: OutboxDispatcher, name: str) -> list[int]:
+    """The ids of `name`'s rows that this dispatcher claims from now on."""
+    claimed: list[int] = []
+    original = dispatcher._claim
+
+    async def counting(conn, free):
+        rows = await original(conn, free)
+        claimed.extend(r.id for r in rows if r.subscriber == name)
+        return rows
+
+    dispatcher._claim = counting
+    return claimed
+
+
+def _content(row) -> str | None:
+    """The content of an outbox row's message (None: not a message.created row)."""
+    return row.payload.get("message", {}).get("content")
+
+
+def _said(event) -> str | None:
+    """The content of a delivered event's message (None: not a message)."""
+    message = getattr(event, "message", None)
+    return message["content"] if message else None
+
+
+async def test_rows_are_written_leased_to_the_running_dispatcher_and_delivered_unclaimed(
+    make_services,
+):
+    """The rows a process writes for its own dispatcher's subscribers are leased to it in the
+    same statement (their first attempt has begun) and handed over after the commit: delivered
+    from memory, in order, and never claimed (no second write before they are finished)."""
+    gate = asyncio.Event()
+    sub = Recorder(kinds={"message.created"})
+    held = sub.handle
+
+    async def handle(delivery):
+        await gate.wait()
+        await held(delivery)
+
+    sub.subscriber = DurableSubscriber(sub.name, handle, frozenset({"message.created"}))
+    services = await make_services(sub)
+    claimed = _count_claims(services.outbox, sub.name)
+    org = await _org(services)
+    convs = [await _conversation(services, org) for _ in range(3)]
+    for i in range(4):
+        await asyncio.gather(*(_send(services, v, c["id"], f"m{i}") for c, v in convs))
+
+    # Committed, none delivered yet: every row is already this dispatcher's, first attempt.
+    rows = await _rows(services, subscriber=sub.name)
+    assert len(rows) == 12
+    assert {(r.status, r.locked_by, r.attempts) for r in rows} == {
+        ("pending", services.outbox.token, 1)
+    }
+    assert all(r.locked_until is not None for r in rows)
+    gate.set()
+    await sub.wait_delivered(12)
+    for conv, _ in convs:
+        seqs = [d.event.seq for d in sub.delivered if d.event.conversation_id == conv["id"]]
+        assert seqs == [1, 2, 3, 4]
+    assert {d.attempt for d in sub.delivered} == {1}
+    rows = await _settled(services, sub.name)
+    assert {r.status for r in rows} == {"done"}
+    assert claimed == []
+
+
+async def test_a_written_row_waits_for_an_earlier_row_of_its_conversation_held_elsewhere(
+    make_services,
+):
+    """Another process claimed the conversation's first rows and died; this process then
+    writes the next message, leased to its own dispatcher. That row is not delivered before
+    the earlier ones, which are taken over when their lease expires."""
+    lease = 1.5
+    name = uid("sub-")
+    other = await make_services(Recorder(name=name), config=None)
+    org = await _org(other)
+    conv, visitor = await _conversation(other, org)
+    await _send(other, visitor, conv["id"], "m0")
+    crashed = OutboxDispatcher(other.db, other.bus, OutboxConfig(lease_seconds=lease))
+    async with other.db.engine.begin() as conn:
+        assert len(await crashed.claim(conn, name, 100)) == 2  # created, m0
+    claimed_at = time.monotonic()
+
+    survivor = Recorder(name=name)
+    services = await make_services(
+        survivor, config=OutboxConfig(lease_seconds=6.0, poll_seconds=0.1)
+    )
+    await _send(services, visitor, conv["id"], "m1")
+    (written,) = [r for r in await _rows(services, subscriber=name) if _content(r) == "m1"]
+    assert written.locked_by == services.outbox.token
+
+    await survivor.wait_delivered(3)
+    assert [(d.event.name, _said(d.event)) for d in survivor.delivered] == [
+        ("conversation.created", None),
+        ("message.created", "m0"),
+        ("message.created", "m1"),
+    ]
+    assert survivor.attempts[0][0] - claimed_at >= lease - 0.2  # not before the lease expired
+    assert [d.attempt for d in survivor.delivered] == [2, 2, 1]
+
+
+async def test_written_rows_whose_lease_runs_low_while_waiting_are_given_back_in_order(
+    make_services,
+):
+    """Rows waiting behind a retry longer than half their lease: their leases are given back
+    (no attempt counted) and the claim delivers them after the retried row, in order."""
+    config = OutboxConfig(
+        poll_seconds=0.1,
+        lease_seconds=1.0,
+        backoff_base_seconds=1.6,
+        backoff_cap_seconds=1.6,
+        retention_seconds=3600.0,
+    )
+    sub = Recorder(
+        fail=lambda d: _said(d.event) == "m1" and d.attempt == 1, kinds={"message.created"}
+    )
+    services = await make_services(sub, config=config)
+    claimed = _count_claims(services.outbox, sub.name)
+    org = await _org(services)
+    conv, visitor = await _conversation(services, org)
+    for content in ("m1", "m2", "m3"):
+        await _send(services, visitor, conv["id"], content)
+    await sub.wait_delivered(3)
+
+    assert [(_said(d.event), d.attempt) for d in sub.delivered] == [
+        ("m1", 2),
+        ("m2", 1),
+        ("m3", 1),
+    ]
+    retried_at = next(t for t, d in sub.attempts if d.attempt == 2)
+    assert min(t for t, d in sub.attempts if _said(d.event) != "m1") > retried_at
+    rows = await _settled(services, sub.name)
+    given_back = [r.id for r in rows if _content(r) in ("m2", "m3")]
+    assert sorted(claimed) == sorted([r.id for r in rows if _content(r) == "m1"] + given_back)
+    assert [r.attempts for r in rows] == [2, 1, 1]
+
+
 async def test_a_claimed_row_is_not_delivered_by_another_dispatcher_until_its_lease_expires(
     make_services,
 ):
