@@ -25,11 +25,13 @@ a webhook's endpoint) and a conversation; see models/outbox.py for the columns. 
 - **Rows born leased.** Rows that the writing process wrote already leased to this queue (the
   outbox's, server/db.py) are handed to it after their commit (`adopt`) and delivered from
   memory: no claim, no second write of the row before it is finished. Order still holds: a
-  round first checks that no earlier row of their (key, conversation) is pending (this or
-  another process's delivery, a retry); while one is, they wait in memory, checked again every
-  round, and if their lease runs low first it is given back and the claim takes them in order.
-  The claim itself runs only when unleased rows may be due: at start, every poll, when a retry
-  falls due, and after rows were given back or claimed.
+  round first checks whether another pending row of their (key, conversation) comes before
+  them. If it is this process's own delivery, they wait for it in memory (checked again every
+  round; given back if their lease runs low first). If it is not (another process's delivery,
+  a retry), their leases are given back at once, and the claim takes them in order, behind
+  it: the process that finishes a conversation's row claims what is due in that conversation
+  in its next round. The full claim runs only when unleased rows may be due anywhere: at
+  start, every poll, when a retry falls due, and after rows were given back or claimed.
 
 Why not a job library: the rows are written in the same transaction as the change they
 describe (the outbox) and the order per conversation is part of the contract; the queue
@@ -49,7 +51,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ARRAY, Table, and_, any_, bindparam, delete, func, select, update
+from sqlalchemy import ARRAY, Table, and_, any_, bindparam, case, delete, func, select, update
 
 from models.base import utcnow
 
@@ -61,14 +63,16 @@ log = logging.getLogger(__name__)
 # How often delivered rows older than the retention are deleted (at most).
 PRUNE_EVERY_SECONDS = 60.0
 # Rounds (one transaction each) start at most this often: on a busy process the commits and
-# the finished deliveries of 100 ms share one round instead of one round each, which keeps a
-# queue's share of the event loop small (docs/benchmarks.md, "The outbox's cost": at
-# saturation the dispatcher took 4.5% of the server's samples with 20 ms, 3.8% with 50 ms,
-# 3.1% with 100 ms). A round after a quiet spell starts at once: only load waits for it.
-MIN_ROUND_INTERVAL_SECONDS = 0.1
+# the finished deliveries of 20 ms share one round instead of one round each, which keeps a
+# queue's share of the event loop small (docs/benchmarks.md, "The outbox's cost"). Longer
+# rounds cost less at saturation (the dispatcher took 4.5% of the server's samples with
+# 20 ms, 3.8% with 50 ms, 3.1% with 100 ms) but delay a conversation whose rows two
+# processes write in turn, a round per turn: 40 webhooks so written arrived 0.1 s after
+# their message with 20 ms (p50), 0.33 s with 50 ms.
+MIN_ROUND_INTERVAL_SECONDS = 0.02
 # How often adopted rows that wait for an earlier row of their conversation are checked again
 # when nothing else starts a round.
-BORN_RECHECK_SECONDS = 0.05
+BORN_RECHECK_SECONDS = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,11 @@ class LeasedQueue(abc.ABC):
         self._released: list[int] = []
         # Rows born leased to this queue, adopted after their commit and not yet delivered.
         self._born: list[SimpleNamespace] = []
+        # Ids of the rows this process is delivering, or delivered and has not yet recorded.
+        self._claimed: set[int] = set()
+        # The (key, conversation) of rows delivered since the last round: the next round
+        # claims what is due behind them.
+        self._finished: set[tuple] = set()
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._last_prune = 0.0
@@ -160,6 +169,8 @@ class LeasedQueue(abc.ABC):
         self._inflight = {}
         self._inflight_rows = {}
         self._born = []
+        self._claimed = set()
+        self._finished = set()
         self._claim_due = True
         self._stopping = False
         self._wake = asyncio.Event()
@@ -260,6 +271,7 @@ class LeasedQueue(abc.ABC):
         done, failed, released = self._done, self._failed, self._released
         self._done, self._failed, self._released = [], [], []
         born, self._born = (self._born, []) if claim else ([], self._born)
+        finished, self._finished = self._finished, set()
         free: dict[Any, int] = {}
         rows: list = []
         ready: list[list] = []
@@ -331,6 +343,12 @@ class LeasedQueue(abc.ABC):
                     self._claim_due = False
                     self._last_claim = now
                     rows = await self._claim(conn, free)
+                elif free and finished:
+                    # Rows given back behind the ones just delivered (by another process
+                    # waiting for them, or by a run cut short) are claimed without a poll.
+                    behind = {k: n for k, n in free.items() if any(k == f for f, _ in finished)}
+                    if behind:
+                        rows = await self._claim(conn, behind, sorted({c for _, c in finished}))
         except BaseException:
             # Not recorded: kept for the next round (if the process dies instead, the
             # leases expire and the rows are delivered again: at least once).
@@ -338,11 +356,15 @@ class LeasedQueue(abc.ABC):
             self._failed[:0] = failed
             self._released[:0] = released
             self._born[:0] = born
+            self._finished |= finished
             self._claim_due = True
             raise
         if released or given_back or rows:
             self._claim_due = True  # rows to claim, or rows behind the ones claimed
         self._born[:0] = waiting
+        self._claimed.difference_update(i for i, _ in done)
+        self._claimed.difference_update(f[0] for f in failed)
+        self._claimed.difference_update(released)
         for adopted in ready:
             self._spawn(adopted, deadline=adopted[0].expires - self.config.lease_seconds * 0.1)
         self.outcomes["delivered"] += len(done)
@@ -377,11 +399,16 @@ class LeasedQueue(abc.ABC):
         for row in born:
             by_pair.setdefault((getattr(row, key_of), row.conversation_id), []).append(row)
         # The oldest pending row of each (key, conversation) with adopted rows.
-        heads: dict[tuple, int] = {}
+        # For each (key, conversation) with adopted rows: its oldest pending row, and its oldest
+        # pending row that is not one of them (another process's, a retry, a row given back).
+        # The adopted rows between the two may go now, in order; those after the second wait.
+        heads: dict[tuple, tuple[int, int | None]] = {}
         ordered = [pair for pair in by_pair if pair[1] is not None]
         if ordered:
+            adopted = [r.id for pair in ordered for r in by_pair[pair]]
+            other = func.min(case((self._among(t.c.id, adopted), None), else_=t.c.id))
             stmt = (
-                select(key, t.c.conversation_id, func.min(t.c.id))
+                select(key, t.c.conversation_id, func.min(t.c.id), other)
                 .where(
                     t.c.status == "pending",
                     self._among(key, sorted({k for k, _ in ordered})),
@@ -389,7 +416,7 @@ class LeasedQueue(abc.ABC):
                 )
                 .group_by(key, t.c.conversation_id)
             )
-            heads = {(k, c): head for k, c, head in (await conn.execute(stmt)).all()}
+            heads = {(k, c): (head, o) for k, c, head, o in (await conn.execute(stmt)).all()}
         low = asyncio.get_running_loop().time() + self.config.lease_seconds * 0.5
         ready: list[list] = []
         waiting: list = []
@@ -399,21 +426,29 @@ class LeasedQueue(abc.ABC):
             if conversation is None:
                 runs = [[r] for r in rows]  # not ordered: a run each
             else:
-                head = heads.get((k, conversation))
+                head, other = heads.get((k, conversation), (None, None))
                 # Rows older than the head are no longer pending: their lease ran out and
                 # another process delivered them.
                 rows = [r for r in rows if head is not None and r.id >= head]
                 if not rows:
                     continue
+                first = len(rows)
                 if rows[0].id != head:
-                    # An earlier row is pending: delivered by this process or another, or
-                    # waiting for a retry. Wait for it while the lease lasts.
-                    if rows[0].expires > low:
-                        waiting.extend(rows)
+                    first = 0
+                elif other is not None:
+                    first = next((i for i, r in enumerate(rows) if r.id > other), first)
+                # Rows behind a pending row that is not theirs wait for it while this process
+                # delivers it (and their lease lasts); behind another process's row or a
+                # retry, they are given back, to be claimed behind it.
+                blocker = head if not first else other
+                for r in rows[first:]:
+                    if blocker in self._claimed and r.expires > low:
+                        waiting.append(r)
                     else:
-                        back.extend(r.id for r in rows)
+                        back.append(r.id)
+                if not first:
                     continue
-                runs = [rows]
+                runs = [rows[:first]]
             for run in runs:
                 if run[0].expires > low and free.get(k, 0) >= len(run):
                     ready.append(run)
@@ -422,7 +457,7 @@ class LeasedQueue(abc.ABC):
                     back.extend(r.id for r in run)
         return ready, waiting, back
 
-    def _claimable(self, keys: list, now: datetime, limit: int):
+    def _claimable(self, keys: list, now: datetime, limit: int, conversations=None):
         """The heads that may be claimed: the oldest pending row of each (key, conversation),
         if it is due and not leased. Locked rows (another process's claim in progress) are
         skipped; SQLite has no row locks and one process.
@@ -433,9 +468,12 @@ class LeasedQueue(abc.ABC):
         row" degenerates into a nested loop over the backlog on a freshly filled table)."""
         t = self.table
         key = t.c[self.key_column]
+        pending = [t.c.status == "pending", self._among(key, keys)]
+        if conversations is not None:
+            pending.append(self._among(t.c.conversation_id, conversations))
         heads = (
             select(func.min(t.c.id).label("id"))
-            .where(t.c.status == "pending", self._among(key, keys))
+            .where(*pending)
             .group_by(key, t.c.conversation_id)
             .subquery("heads")
         )
@@ -481,14 +519,15 @@ class LeasedQueue(abc.ABC):
             .order_by(p.key, p.conversation_id, p.id)
         )
 
-    async def _claim(self, conn, free: dict) -> list:
+    async def _claim(self, conn, free: dict, conversations: list | None = None) -> list:
         """Claim due rows under a lease, at most free[key] per key: the heads of as many
         (key, conversation) as are due, then the runs that follow them, shared out so that
         every claimed conversation gets its head. Returned ordered by (key, conversation, id)."""
         t = self.table
         now = utcnow()
         heads_by_key: dict[Any, list] = {}
-        for h in (await conn.execute(self._claimable(list(free), now, sum(free.values())))).all():
+        claimable = self._claimable(list(free), now, sum(free.values()), conversations)
+        for h in (await conn.execute(claimable)).all():
             got = heads_by_key.setdefault(h[1], [])
             if len(got) < free[h[1]]:
                 got.append(h)
@@ -560,6 +599,7 @@ class LeasedQueue(abc.ABC):
         tasks = self._inflight.setdefault(key, set())
         tasks.add(task)
         self._inflight_rows[key] = self._inflight_rows.get(key, 0) + len(run)
+        self._claimed.update(r.id for r in run)
 
         def _done(t: asyncio.Task) -> None:
             tasks.discard(t)
@@ -594,6 +634,8 @@ class LeasedQueue(abc.ABC):
                 self._released.extend(r.id for r in run[i + 1 :])
                 return
             self._done.append((row.id, values or {}))
+            if row.conversation_id is not None:
+                self._finished.add((key, row.conversation_id))
 
     def _failure(self, key, row, exc: BaseException) -> tuple:
         """The outcome of a failed delivery: a retry after a backoff, or dead."""

@@ -522,7 +522,7 @@ async def test_a_written_row_waits_for_an_earlier_row_of_its_conversation_held_e
 ):
     """Another process claimed the conversation's first rows and died; this process then
     writes the next message, leased to its own dispatcher. That row is not delivered before
-    the earlier ones, which are taken over when their lease expires."""
+    the earlier ones: it is given back, and claimed behind them once their lease expires."""
     lease = 1.5
     name = uid("sub-")
     other = await make_services(Recorder(name=name), config=None)
@@ -552,11 +552,11 @@ async def test_a_written_row_waits_for_an_earlier_row_of_its_conversation_held_e
     assert [d.attempt for d in survivor.delivered] == [2, 2, 1]
 
 
-async def test_written_rows_whose_lease_runs_low_while_waiting_are_given_back_in_order(
+async def test_written_rows_behind_a_retry_are_given_back_and_delivered_after_it(
     make_services,
 ):
-    """Rows waiting behind a retry longer than half their lease: their leases are given back
-    (no attempt counted) and the claim delivers them after the retried row, in order."""
+    """Rows written behind a row that waits for its retry: their leases are given back (no
+    attempt counted) and the claim delivers them after the retried row, in order."""
     config = OutboxConfig(
         poll_seconds=0.1,
         lease_seconds=1.0,
@@ -680,6 +680,44 @@ async def test_two_dispatchers_deliver_every_row_once_and_never_the_same_row_at_
         assert {r.id for r in rows} == set(by) and {r.status for r in rows} == {"done"}
     else:
         assert rows == []  # every delivered row deleted, none left behind
+
+
+async def test_two_processes_writing_into_one_conversation_deliver_its_rows_in_order(
+    make_services, base_settings
+):
+    """Messages of one conversation written by two processes in turn: each process's rows are
+    leased to its own dispatcher, and each waits for the other's earlier rows."""
+    if not base_settings.database_url.startswith("postgresql"):
+        pytest.skip("two processes share a database on PostgreSQL only (SQLite: one process)")
+    name = uid("sub-")
+    delivered: list[tuple[str, int]] = []
+
+    def recorder(tag):
+        async def handle(d: Delivery) -> None:
+            await asyncio.sleep(0.005)
+            delivered.append((tag, d.event.seq))
+
+        return handle
+
+    config = OutboxConfig(poll_seconds=0.2, lease_seconds=10.0)
+    processes = []
+    for tag in ("a", "b"):
+        services = await make_services(config=None)
+        services.bus.subscribe_durable(
+            DurableSubscriber(name, recorder(tag), frozenset({"message.created"}))
+        )
+        services.outbox = OutboxDispatcher(services.db, services.bus, config)
+        await services.outbox.start()
+        processes.append(services)
+    org = await _org(processes[0])
+    conv, visitor = await _conversation(processes[0], org)
+    for i in range(30):
+        await _send(processes[i % 2], visitor, conv["id"], f"m{i}")
+    deadline = time.monotonic() + 20
+    while len(delivered) < 30:
+        assert time.monotonic() < deadline, delivered
+        await asyncio.sleep(0.05)
+    assert [seq for _, seq in delivered] == list(range(1, 31)), delivered
 
 
 async def test_a_graceful_stop_releases_in_flight_leases(make_services):
