@@ -64,12 +64,16 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_SECONDS = 60.0
 # Rounds (one transaction each) start at most this often: on a busy process the commits and
 # the finished deliveries of 20 ms share one round instead of one round each, which keeps a
-# queue's share of the event loop small (docs/benchmarks.md, "The outbox's cost"). Longer
-# rounds cost less at saturation (the dispatcher took 4.5% of the server's samples with
-# 20 ms, 3.8% with 50 ms, 3.1% with 100 ms) but delay a conversation whose rows two
-# processes write in turn, a round per turn: 40 webhooks so written arrived 0.1 s after
-# their message with 20 ms (p50), 0.33 s with 50 ms.
+# queue's share of the event loop small (docs/benchmarks.md, "The outbox's cost").
 MIN_ROUND_INTERVAL_SECONDS = 0.02
+# After a round that handled at least BUSY_ROUND_ROWS rows (recorded, adopted or claimed),
+# the next one waits BUSY_ROUND_INTERVAL_SECONDS instead. Longer rounds cost less under load
+# (at saturation the dispatcher took 4.5% of the server's samples with 20 ms rounds, 3.8%
+# with 50 ms, 3.1% with 100 ms); at a lighter load they would only add delay: a conversation
+# whose rows two processes write in turn waits a round per turn (40 webhooks so written
+# arrived 0.1 s after their message with 20 ms rounds (p50), 0.33 s with 50 ms).
+BUSY_ROUND_ROWS = 16
+BUSY_ROUND_INTERVAL_SECONDS = 0.05
 # How often adopted rows that wait for an earlier row of their conversation are checked again
 # when nothing else starts a round.
 BORN_RECHECK_SECONDS = 0.02
@@ -127,12 +131,15 @@ class LeasedQueue(abc.ABC):
         self._born: list[SimpleNamespace] = []
         # Ids of the rows this process is delivering, or delivered and has not yet recorded.
         self._claimed: set[int] = set()
-        # The (key, conversation) of rows delivered since the last round: the next round
-        # claims what is due behind them.
-        self._finished: set[tuple] = set()
+        # The (key, conversation) whose adopted rows this process gave back, and until when it
+        # looks for them: each round claims what is due in those conversations (the rows
+        # given back once the row they waited for is finished), not only every poll.
+        self._gave_back: dict[tuple, float] = {}
         self._task: asyncio.Task | None = None
         self._stopping = False
         self._last_prune = 0.0
+        # Rows the last round handled (recorded, adopted, claimed): its successor's pace.
+        self._round_rows = 0
         # The claim runs when this is set (see "Rows born leased"), and at least every poll.
         self._claim_due = True
         self._last_claim = 0.0
@@ -170,7 +177,7 @@ class LeasedQueue(abc.ABC):
         self._inflight_rows = {}
         self._born = []
         self._claimed = set()
-        self._finished = set()
+        self._gave_back = {}
         self._claim_due = True
         self._stopping = False
         self._wake = asyncio.Event()
@@ -237,7 +244,9 @@ class LeasedQueue(abc.ABC):
         loop = asyncio.get_running_loop()
         last = -MIN_ROUND_INTERVAL_SECONDS
         while not self._stopping:
-            gap = last + MIN_ROUND_INTERVAL_SECONDS - loop.time()
+            busy = self._round_rows >= BUSY_ROUND_ROWS
+            interval = BUSY_ROUND_INTERVAL_SECONDS if busy else MIN_ROUND_INTERVAL_SECONDS
+            gap = last + interval - loop.time()
             if gap > 0:
                 await asyncio.sleep(gap)
             last = loop.time()
@@ -271,7 +280,6 @@ class LeasedQueue(abc.ABC):
         done, failed, released = self._done, self._failed, self._released
         self._done, self._failed, self._released = [], [], []
         born, self._born = (self._born, []) if claim else ([], self._born)
-        finished, self._finished = self._finished, set()
         free: dict[Any, int] = {}
         rows: list = []
         ready: list[list] = []
@@ -343,12 +351,12 @@ class LeasedQueue(abc.ABC):
                     self._claim_due = False
                     self._last_claim = now
                     rows = await self._claim(conn, free)
-                elif free and finished:
-                    # Rows given back behind the ones just delivered (by another process
-                    # waiting for them, or by a run cut short) are claimed without a poll.
-                    behind = {k: n for k, n in free.items() if any(k == f for f, _ in finished)}
+                elif free and self._gave_back:
+                    keys_back = {k for k, _ in self._gave_back}
+                    behind = {k: n for k, n in free.items() if k in keys_back}
                     if behind:
-                        rows = await self._claim(conn, behind, sorted({c for _, c in finished}))
+                        conversations = sorted({c for _, c in self._gave_back})
+                        rows = await self._claim(conn, behind, conversations)
         except BaseException:
             # Not recorded: kept for the next round (if the process dies instead, the
             # leases expire and the rows are delivered again: at least once).
@@ -356,12 +364,20 @@ class LeasedQueue(abc.ABC):
             self._failed[:0] = failed
             self._released[:0] = released
             self._born[:0] = born
-            self._finished |= finished
             self._claim_due = True
             raise
         if released or given_back or rows:
             self._claim_due = True  # rows to claim, or rows behind the ones claimed
         self._born[:0] = waiting
+        if self._gave_back or given_back:
+            # Look for the rows given back for a poll's time; claimed ones are found.
+            until = now + self.config.poll_seconds
+            for row in born:
+                if row.id in given_back and row.conversation_id is not None:
+                    self._gave_back[(getattr(row, self.key_column), row.conversation_id)] = until
+            for row in rows:
+                self._gave_back.pop((getattr(row, self.key_column), row.conversation_id), None)
+            self._gave_back = {pair: t for pair, t in self._gave_back.items() if t > now}
         self._claimed.difference_update(i for i, _ in done)
         self._claimed.difference_update(f[0] for f in failed)
         self._claimed.difference_update(released)
@@ -386,6 +402,7 @@ class LeasedQueue(abc.ABC):
             run.append(row)
         if run:
             self._spawn(run)
+        self._round_rows = len(done) + len(failed) + len(born) + len(rows)
         return any(taken.get(k, 0) >= n for k, n in free.items())
 
     async def _sort_born(self, conn, born: list, free: dict) -> tuple[list, list, list]:
@@ -634,8 +651,6 @@ class LeasedQueue(abc.ABC):
                 self._released.extend(r.id for r in run[i + 1 :])
                 return
             self._done.append((row.id, values or {}))
-            if row.conversation_id is not None:
-                self._finished.add((key, row.conversation_id))
 
     def _failure(self, key, row, exc: BaseException) -> tuple:
         """The outcome of a failed delivery: a retry after a backoff, or dead."""
