@@ -29,9 +29,9 @@ a webhook's endpoint) and a conversation; see models/outbox.py for the columns. 
   them. If it is this process's own delivery, they wait for it in memory (checked again every
   round; given back if their lease runs low first). If it is not (another process's delivery,
   a retry), their leases are given back at once, and the claim takes them in order, behind
-  it: the process that finishes a conversation's row claims what is due in that conversation
-  in its next round. The full claim runs only when unleased rows may be due anywhere: at
-  start, every poll, when a retry falls due, and after rows were given back or claimed.
+  it: the process that gave them back claims in their conversations every round until it
+  finds them due. The full claim runs only when unleased rows may be due anywhere: at start,
+  every poll, when a retry falls due, and after rows were given back or claimed.
 
 Why not a job library: the rows are written in the same transaction as the change they
 describe (the outbox) and the order per conversation is part of the contract; the queue
