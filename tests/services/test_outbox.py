@@ -720,6 +720,59 @@ async def test_two_processes_writing_into_one_conversation_deliver_its_rows_in_o
     assert [seq for _, seq in delivered] == list(range(1, 31)), delivered
 
 
+async def test_written_rows_go_as_one_run_only_up_to_another_processs_row_between_them(
+    make_services, base_settings
+):
+    """A process holds two rows of a conversation with another process's row between them (its
+    rounds were held up while both were written): it delivers the first, gives the second
+    back, and the second is delivered after the other process's row."""
+    if not base_settings.database_url.startswith("postgresql"):
+        pytest.skip("two processes share a database on PostgreSQL only (SQLite: one process)")
+    name = uid("sub-")
+    delivered: list[str | None] = []
+
+    async def handle(d: Delivery) -> None:
+        delivered.append(_said(d.event))
+
+    config = OutboxConfig(poll_seconds=0.2, lease_seconds=10.0)
+    processes = []
+    for _ in range(2):
+        services = await make_services(config=None)
+        services.bus.subscribe_durable(
+            DurableSubscriber(name, handle, frozenset({"message.created"}))
+        )
+        services.outbox = OutboxDispatcher(services.db, services.bus, config)
+        processes.append(services)
+    a, b = processes
+    # A's rounds wait until both of its rows are written.
+    resume = asyncio.Event()
+    round_of_a = a.outbox._round
+
+    async def held(claim: bool = True) -> bool:
+        await resume.wait()
+        return await round_of_a(claim)
+
+    a.outbox._round = held
+    for services in processes:
+        await services.outbox.start()
+    try:
+        org = await _org(a)
+        conv, visitor = await _conversation(a, org)
+        await _send(a, visitor, conv["id"], "m1")
+        await _send(b, visitor, conv["id"], "m2")
+        await _send(a, visitor, conv["id"], "m3")
+        rows = {_content(r): r for r in await _rows(a, subscriber=name)}
+        assert rows["m1"].locked_by == rows["m3"].locked_by == a.outbox.token
+        assert len(a.outbox._born) == 2  # m1 and m3, in memory
+    finally:
+        resume.set()
+    deadline = time.monotonic() + 15
+    while len(delivered) < 3:
+        assert time.monotonic() < deadline, delivered
+        await asyncio.sleep(0.05)
+    assert delivered == ["m1", "m2", "m3"]
+
+
 async def test_a_graceful_stop_releases_in_flight_leases(make_services):
     gate = asyncio.Event()
     started = asyncio.Event()
